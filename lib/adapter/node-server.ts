@@ -1,0 +1,143 @@
+/**
+ * Runtime glue: serve a Flocker over node:http (works in Node, Bun and Deno alike), with the
+ * `upgrade` event carrying hijacked streams (attach, exec start) as raw bytes to the engine.
+ */
+import { createServer as createHttpServer, type IncomingMessage, type Server } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import net from "node:net";
+import tls from "node:tls";
+import type { Duplex } from "node:stream";
+import { getRequestListener } from "@hono/node-server";
+import type { Flocker } from "../flocker.ts";
+import type { Host } from "../cluster/host.ts";
+import type { EngineTls } from "./host-fetch.ts";
+
+export type Listen = { host: string; port: number } | { path: string };
+
+export interface ServeOptions {
+  listen: Listen;
+  /** TLS for clients, like dockerd's --tlsverify when `ca` is given. */
+  tls?: { cert: string; key: string; ca?: string };
+  /** Client certificates for `https://` engines. */
+  engineTls?: EngineTls;
+}
+
+export interface RunningServer {
+  server: Server;
+  address: string;
+  close: () => Promise<void>;
+}
+
+export function serve(flocker: Flocker, options: ServeOptions): Promise<RunningServer> {
+  const listener = getRequestListener(flocker.fetch);
+  const server: Server = options.tls
+    ? createHttpsServer({
+      cert: options.tls.cert,
+      key: options.tls.key,
+      ca: options.tls.ca,
+      requestCert: !!options.tls.ca,
+      rejectUnauthorized: !!options.tls.ca,
+      ALPNProtocols: ["http/1.1"], // never h2: hijacking needs HTTP/1.1
+    }, listener)
+    : createHttpServer(listener);
+  // Streams (logs -f, events, uploads) may be long and quiet: no request or idle timeouts.
+  server.requestTimeout = 0;
+  server.timeout = 0;
+  server.keepAliveTimeout = 60_000;
+  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    void hijack(flocker, req, socket, head, options.engineTls);
+  });
+  server.on("clientError", (_err, socket) => {
+    if (socket.writable) {
+      socket.end('HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"message":"malformed HTTP request"}\n');
+    } else socket.destroy();
+  });
+  const sockets = new Set<Duplex>();
+  server.on("connection", (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    const done = () => {
+      server.off("error", reject);
+      const a = server.address();
+      const address = typeof a === "string" ? `unix://${a}` : a ? `${a.address}:${a.port}` : "";
+      resolve({
+        server,
+        address,
+        close: () =>
+          new Promise<void>((r) => {
+            server.close(() => r());
+            for (const s of sockets) s.destroy();
+          }),
+      });
+    };
+    if ("path" in options.listen) server.listen(options.listen.path, done);
+    else server.listen(options.listen.port, options.listen.host, done);
+  });
+}
+
+function dial(host: Host, engineTls?: EngineTls): net.Socket {
+  if ("path" in host.dial) return net.connect({ path: host.dial.path, allowHalfOpen: true });
+  if (host.tls) {
+    return tls.connect({
+      host: host.dial.host,
+      port: host.dial.port,
+      ca: engineTls?.ca,
+      cert: engineTls?.cert,
+      key: engineTls?.key,
+      ALPNProtocols: ["http/1.1"],
+      allowHalfOpen: true,
+    } as tls.ConnectionOptions);
+  }
+  return net.connect({ host: host.dial.host, port: host.dial.port, allowHalfOpen: true });
+}
+
+async function writeResponse(socket: Duplex, res: Response) {
+  const body = await res.text();
+  const head = [`HTTP/1.1 ${res.status} ${res.statusText || "Error"}`];
+  res.headers.forEach((v, k) => head.push(`${k}: ${v}`));
+  head.push(`Content-Length: ${Buffer.byteLength(body)}`, "Connection: close");
+  socket.end(head.join("\r\n") + "\r\n\r\n" + body);
+}
+
+/**
+ * Pipe a hijacked request to its engine. The request head is replayed as received; the engine's
+ * own `101 UPGRADED` (or error) flows back untouched. Half-close is kept both ways: stdin EOF
+ * reaches the container while its remaining output still reaches the client.
+ */
+async function hijack(flocker: Flocker, req: IncomingMessage, socket: Duplex, head: Buffer, engineTls?: EngineTls) {
+  socket.on("error", () => {});
+  const pathname = (req.url ?? "/").split("?")[0];
+  const target = await flocker.hijack(pathname);
+  if (target instanceof Response) return writeResponse(socket, target);
+  (socket as net.Socket).setNoDelay?.(true);
+  const upstream = dial(target, engineTls);
+  upstream.setNoDelay(true);
+  upstream.on("error", (err) => {
+    if (!upstream.bytesRead) {
+      void writeResponse(socket, new Response(JSON.stringify({ message: `flocker: host ${target.name} is unreachable: ${err.message}` }), { status: 502 }));
+    } else socket.destroy();
+  });
+  const lines = [`${req.method} ${req.url} HTTP/1.1`];
+  for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+  upstream.write(lines.join("\r\n") + "\r\n\r\n");
+  if (head.length) upstream.write(head);
+  // Bun and Deno deliver the request body (exec start's JSON) through `req`, Node through `head`.
+  let missing = Number(req.headers["content-length"] ?? 0) - head.length;
+  if (missing > 0) {
+    const onData = (chunk: Buffer) => {
+      upstream.write(chunk);
+      missing -= chunk.length;
+      if (missing <= 0) req.off("data", onData);
+    };
+    req.on("data", onData);
+  }
+  socket.pipe(upstream);
+  upstream.pipe(socket);
+  socket.on("close", () => upstream.destroy());
+  upstream.on("close", () => {
+    if (!socket.writableEnded) socket.end();
+  });
+}

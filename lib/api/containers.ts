@@ -1,0 +1,196 @@
+/** Containers: create (placement, names, the pull dance), list over the flock, and per-container routing. */
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { z } from "zod";
+import type { FlockerContext } from "../context.ts";
+import type { Host } from "../cluster/host.ts";
+import { rankHosts } from "../cluster/scheduler.ts";
+import { DockerError } from "../errors.ts";
+import { fanoutJson } from "../upstream/fanout.ts";
+import { forward } from "../upstream/forward.ts";
+import { pullOnHost, WANT_TTL_SECONDS, wantKey } from "./images.ts";
+
+/** The fields of a create body flocker reads; everything else passes through untouched. */
+const CreateBody = z.looseObject({
+  Image: z.string().optional(),
+  Env: z.array(z.string()).nullish(),
+  Labels: z.record(z.string(), z.string()).nullish(),
+});
+type CreateBody = z.infer<typeof CreateBody>;
+
+const NAME = /^\/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
+/** A name stays reserved this long at most if a create never finishes (crash, lost host). */
+const RESERVATION_TTL_SECONDS = 120;
+export const MAX_JSON_BODY = 4 * 1024 * 1024;
+
+export async function readJsonBody(c: Context, limit = MAX_JSON_BODY): Promise<unknown> {
+  const length = Number(c.req.header("content-length") ?? 0);
+  if (length > limit) throw new DockerError(413, `request body too large (limit ${limit} bytes)`);
+  const text = await c.req.text();
+  if (text.length > limit) throw new DockerError(413, `request body too large (limit ${limit} bytes)`);
+  if (!text.trim()) return {};
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new DockerError(400, `invalid JSON body: ${(err as Error).message}`);
+  }
+}
+
+function conflict(name: string, holder: string) {
+  return new DockerError(
+    409,
+    `Conflict. The container name "/${name}" is already in use by container "${holder}". You have to remove (or rename) that container to be able to reuse that name.`,
+  );
+}
+
+export function containerRoutes(ctx: FlockerContext) {
+  const app = new Hono();
+  const { cluster, store, locator } = ctx;
+
+  /** Reserve a name flock-wide; a stale holder (removed behind our back) is cleared. Returns the token. */
+  async function reserveName(name: string): Promise<string> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const token = `pending:${crypto.randomUUID()}`;
+      if (await store.setIfAbsent(`name:${name}`, token, RESERVATION_TTL_SECONDS)) return token;
+      const holder = await store.get(`name:${name}`);
+      if (holder === null) continue;
+      if (holder.startsWith("pending:")) throw conflict(name, "(being created)");
+      if (await stillExists(holder)) throw conflict(name, holder);
+      await locator.forgetContainer(holder, name);
+    }
+    throw conflict(name, "(being created)");
+  }
+
+  async function stillExists(id: string): Promise<boolean> {
+    try {
+      const found = await locator.container(id);
+      const res = await found.host.fetch(new Request(`${found.host.baseUrl}/containers/${id}/json`));
+      await res.body?.cancel();
+      return res.status !== 404;
+    } catch (err) {
+      return !(err instanceof DockerError && err.status === 404);
+    }
+  }
+
+  async function releaseName(name: string | undefined, token: string | undefined) {
+    if (name && token && (await store.get(`name:${name}`)) === token) await store.delete(`name:${name}`);
+  }
+
+  async function chooseHost(body: CreateBody, name: string | undefined): Promise<Host> {
+    const chosen = await ctx.hooks.allocate?.({ name, container: body });
+    if (chosen) {
+      const host = cluster.byName(chosen) ?? cluster.byName(ctx.parseAddress(chosen).address);
+      if (!host) throw new DockerError(403, `flocker: allocate chose ${chosen}, which is not a host of the flock`);
+      return host;
+    }
+    let candidates = cluster.schedulable();
+    if (!candidates.length) throw new DockerError(503, "flocker: no healthy Docker host can take a new container");
+    const image = body.Image;
+    if (image) {
+      // After the dance's pull, the retry goes where the image was pulled for it.
+      const wanted = (await Promise.all(candidates.map(async (h) => (await store.get(wantKey(image, h))) ? h : null)))
+        .filter((h): h is Host => h !== null && cluster.holdsImage(h, image));
+      if (wanted.length) candidates = wanted;
+    }
+    return rankHosts(candidates, ctx.strategy, { holdsImage: (h) => !!image && cluster.holdsImage(h, image) })[0];
+  }
+
+  app.post("/containers/create", async (c) => {
+    const parsed = CreateBody.safeParse(await readJsonBody(c));
+    if (!parsed.success) {
+      throw new DockerError(400, `invalid container config: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+    }
+    const body = parsed.data;
+    const rawName = c.req.query("name");
+    if (rawName && !NAME.test(rawName)) {
+      throw new DockerError(400, `Invalid container name (${rawName}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);
+    }
+    const name = rawName?.replace(/^\//, "") || undefined;
+    const token = name ? await reserveName(name) : undefined;
+    let created = false;
+    try {
+      const host = await chooseHost(body, name);
+      const send = () => forward(host, c.req.raw, { body: JSON.stringify(body), headers: { "content-type": "application/json" } });
+      let res = await send();
+      if (res.status === 404 && body.Image && ctx.pull === "auto") {
+        await res.body?.cancel();
+        await pullOnHost(ctx, host, body.Image);
+        res = await send();
+      }
+      if (res.status === 201) {
+        const answer = await res.json() as { Id: string };
+        await locator.recordContainer(answer.Id, host, name);
+        created = true;
+        host.status.containers++;
+        if (body.Image) await store.delete(wantKey(body.Image, host));
+        return c.json(answer, 201);
+      }
+      if (res.status === 404 && body.Image) {
+        // Image missing there: the CLI pulls next, and that pull must reach this host.
+        await store.set(wantKey(body.Image, host), "1", WANT_TTL_SECONDS);
+      }
+      return res;
+    } finally {
+      if (!created) await releaseName(name, token);
+    }
+  });
+
+  app.get("/containers/json", async (c) => {
+    const query = new URL(c.req.url).search;
+    const { answers } = await fanoutJson<Record<string, unknown>[]>(cluster.healthy(), `/containers/json${query}`);
+    const list = answers.flatMap(({ host, status, body }) =>
+      status === 200 && Array.isArray(body)
+        ? body.map((ctr) => ({ ...ctr, Labels: { ...(ctr.Labels as Record<string, string> ?? {}), "flocker.host": host.name } }))
+        : []
+    );
+    list.sort((a, b) => Number(b.Created ?? 0) - Number(a.Created ?? 0));
+    const limit = Number(c.req.query("limit") ?? -1);
+    return c.json(limit > 0 ? list.slice(0, limit) : list);
+  });
+
+  app.delete("/containers/:ref", async (c) => {
+    const found = await locator.container(c.req.param("ref"));
+    const res = await forward(found.host, c.req.raw);
+    if (res.status === 204) {
+      await locator.forgetContainer(found.id, found.name);
+      found.host.status.containers = Math.max(0, found.host.status.containers - 1);
+    }
+    return res;
+  });
+
+  app.post("/containers/:ref/exec", async (c) => {
+    const found = await locator.container(c.req.param("ref"));
+    const res = await forward(found.host, c.req.raw);
+    if (res.status !== 201) return res;
+    const answer = await res.json() as { Id: string };
+    await locator.recordExec(answer.Id, found.host);
+    return c.json(answer, 201);
+  });
+
+  app.post("/containers/:ref/rename", async (c) => {
+    const found = await locator.container(c.req.param("ref"));
+    const newName = c.req.query("name")?.replace(/^\//, "");
+    if (!newName || !NAME.test(newName)) return forward(found.host, c.req.raw);
+    const token = await reserveName(newName);
+    let renamed = false;
+    try {
+      const res = await forward(found.host, c.req.raw);
+      if (res.status === 204) {
+        await locator.forgetContainer(found.id, found.name);
+        await locator.recordContainer(found.id, found.host, newName);
+        renamed = true;
+      }
+      return res;
+    } finally {
+      if (!renamed) await releaseName(newName, token);
+    }
+  });
+
+  app.all("/containers/:ref/*", async (c) => {
+    const found = await locator.container(c.req.param("ref"));
+    return forward(found.host, c.req.raw);
+  });
+
+  return app;
+}
+

@@ -1,0 +1,167 @@
+/** Images across the flock: list merged, pulls routed by the run dance, per-image calls to holders. */
+import { Hono } from "hono";
+import type { Context } from "hono";
+import type { FlockerContext, RegistryCredentials } from "../context.ts";
+import type { Host } from "../cluster/host.ts";
+import { normalizeImageRef } from "../cluster/cluster.ts";
+import { DockerError } from "../errors.ts";
+import { fanoutJson, messageOf } from "../upstream/fanout.ts";
+import { forward } from "../upstream/forward.ts";
+import { mergeProgress, type ProgressSource } from "../upstream/progress.ts";
+
+type ImageSummary = Record<string, unknown> & { Id: string; RepoTags?: string[] | null; RepoDigests?: string[] | null };
+
+/** A pending "image X is wanted on host H" lives this long (the CLI pulls right after the 404). */
+export const WANT_TTL_SECONDS = 600;
+export const wantKey = (image: string, host: Host) => `want:${normalizeImageRef(image)}:${host.name}`;
+
+/** The reference a pull request names: `fromImage` plus `tag` (which may be a digest). */
+export function pullReference(fromImage: string, tag?: string): string {
+  if (!tag) return fromImage;
+  return tag.startsWith("sha256:") ? `${fromImage}@${tag}` : `${fromImage}:${tag}`;
+}
+
+/** Registry host of an image reference, as docker's config.json `auths` keys it. */
+export function registryOf(ref: string): string {
+  const first = ref.split("/")[0];
+  if (ref.includes("/") && (first.includes(".") || first.includes(":") || first === "localhost")) return first;
+  return "https://index.docker.io/v1/";
+}
+
+export function encodeAuth(creds: RegistryCredentials | undefined): string {
+  const json = JSON.stringify(creds ?? {});
+  return btoa(json).replace(/\+/g, "-").replace(/\//g, "_");
+}
+
+/** Start a pull on each host; resolves once every host has answered with its status. */
+export async function startPulls(
+  ctx: FlockerContext,
+  hosts: Host[],
+  path: string,
+  headers: Record<string, string>,
+): Promise<{ host: Host; res?: Response; error?: string }[]> {
+  return Promise.all(hosts.map(async (host) => {
+    try {
+      const res = await host.fetch(new Request(host.baseUrl + path, { method: "POST", headers }));
+      return { host, res };
+    } catch (err) {
+      ctx.cluster.markFailed(host, err);
+      return { host, error: `host ${host.name} unreachable: ${(err as Error).message}` };
+    }
+  }));
+}
+
+/** Pull on one host and wait for the end; used by auto mode. Throws a readable error. */
+export async function pullOnHost(ctx: FlockerContext, host: Host, image: string): Promise<void> {
+  const ref = normalizeRefForPull(image);
+  const creds = await ctx.hooks.registryAuth?.(registryOf(image));
+  const [{ res, error }] = await startPulls(ctx, [host], `/images/create?fromImage=${encodeURIComponent(ref)}`, {
+    "X-Registry-Auth": encodeAuth(creds),
+  });
+  const fail = (why: string) => new DockerError(500, `flocker: pulling ${image} on host ${host.name} failed: ${why}`);
+  if (!res) throw fail(error ?? "no response");
+  const text = await res.text();
+  if (res.status !== 200) throw fail(messageOf(safeJson(text)));
+  for (const line of text.split("\n")) {
+    const parsed = safeJson(line) as { error?: string } | undefined;
+    if (parsed?.error) throw fail(parsed.error);
+  }
+  ctx.cluster.noteImage(host, image);
+}
+
+function normalizeRefForPull(image: string) {
+  // The engine takes `name:tag` or `name@digest` in fromImage; a bare name would pull every tag.
+  const slash = image.lastIndexOf("/");
+  return image.includes("@") || image.lastIndexOf(":") > slash ? image : `${image}:latest`;
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+export function imageRoutes(ctx: FlockerContext) {
+  const app = new Hono();
+  const { cluster, store } = ctx;
+
+  app.get("/images/json", async (c) => {
+    const query = new URL(c.req.url).search;
+    const { answers } = await fanoutJson<ImageSummary[]>(cluster.healthy(), `/images/json${query}`);
+    const merged = new Map<string, ImageSummary & { hosts: string[] }>();
+    for (const { host, status, body } of answers) {
+      if (status !== 200 || !Array.isArray(body)) continue;
+      for (const img of body) {
+        const seen = merged.get(img.Id);
+        if (!seen) {
+          merged.set(img.Id, { ...img, hosts: [host.name] });
+          continue;
+        }
+        seen.hosts.push(host.name);
+        seen.RepoTags = union(seen.RepoTags, img.RepoTags);
+        seen.RepoDigests = union(seen.RepoDigests, img.RepoDigests);
+        if (typeof seen.Containers === "number" && typeof img.Containers === "number" && img.Containers > 0) {
+          seen.Containers = Math.max(0, seen.Containers) + img.Containers;
+        }
+      }
+    }
+    const list = [...merged.values()].map(({ hosts, ...img }) => ({
+      ...img,
+      Labels: { ...(img.Labels as Record<string, string> | null ?? {}), "flocker.hosts": hosts.join(",") },
+    }));
+    list.sort((a, b) => Number(b.Created ?? 0) - Number(a.Created ?? 0));
+    return c.json(list);
+  });
+
+  // docker pull, and the pull half of the `docker run` dance.
+  app.post("/images/create", async (c) => {
+    const fromImage = c.req.query("fromImage");
+    if (!fromImage) return forwardToAny(ctx, c); // import from a tarball (fromSrc): one host
+    const ref = pullReference(fromImage, c.req.query("tag"));
+    const healthy = cluster.healthy();
+    const wanted: Host[] = [];
+    await Promise.all(healthy.map(async (h) => {
+      if (await store.get(wantKey(ref, h))) wanted.push(h);
+    }));
+    const targets = wanted.length ? wanted : healthy;
+    if (!targets.length) throw new DockerError(503, "flocker: no Docker host is reachable");
+    const headers: Record<string, string> = {};
+    const auth = c.req.header("x-registry-auth");
+    if (auth) headers["X-Registry-Auth"] = auth;
+    const path = new URL(c.req.url).pathname + new URL(c.req.url).search;
+    const started = await startPulls(ctx, targets, path, headers);
+    const ok = started.filter((s) => s.res?.status === 200);
+    if (!ok.length) {
+      // Every host refused (bad credentials, unknown image...): the engine's own answer, unchanged.
+      const first = started.find((s) => s.res) ?? started[0];
+      if (first.res) return new Response(first.res.body, { status: first.res.status, headers: first.res.headers });
+      throw new DockerError(502, first.error ?? "pull failed");
+    }
+    const sources: ProgressSource[] = await Promise.all(started.map(async (s) => {
+      if (s.res?.status === 200) return { host: s.host, body: s.res.body };
+      const message = s.res ? messageOf(safeJson(await s.res.text())) : s.error;
+      return { host: s.host, body: null, error: message };
+    }));
+    const body = mergeProgress(sources, {
+      onLine: () => {},
+      onDone: (host, failed) => {
+        if (!failed) cluster.noteImage(host, ref);
+      },
+    });
+    return new Response(body, { status: 200, headers: { "content-type": "application/json" } });
+  });
+
+  return app;
+}
+
+function union(a?: string[] | null, b?: string[] | null): string[] {
+  return [...new Set([...(a ?? []), ...(b ?? [])])];
+}
+
+function forwardToAny(ctx: FlockerContext, c: Context) {
+  const host = ctx.cluster.schedulable()[0];
+  if (!host) throw new DockerError(503, "flocker: no Docker host is reachable");
+  return forward(host, c.req.raw);
+}

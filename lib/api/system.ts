@@ -1,0 +1,83 @@
+/** Version negotiation and flock-wide system calls: _ping, version, info, auth. */
+import { Hono } from "hono";
+import type { FlockerContext } from "../context.ts";
+import { DockerError } from "../errors.ts";
+import { fanoutJson } from "../upstream/fanout.ts";
+import { forward } from "../upstream/forward.ts";
+import { compareVersions } from "../cluster/cluster.ts";
+
+type Json = Record<string, unknown>;
+
+export function systemRoutes(ctx: FlockerContext) {
+  const app = new Hono();
+  const { cluster } = ctx;
+
+  const ping = () => {
+    const apiVersion = cluster.apiVersion();
+    if (!apiVersion) throw new DockerError(503, "flocker: no Docker host is reachable");
+    return {
+      "Api-Version": apiVersion,
+      "Ostype": "linux",
+      "Docker-Experimental": "false",
+      // The classic builder: BuildKit's session protocol cannot be spread over a flock.
+      "Builder-Version": "1",
+      "Swarm": "inactive",
+      "Cache-Control": "no-cache, no-store, must-revalidate",
+      "Pragma": "no-cache",
+    };
+  };
+  app.get("/_ping", () => new Response("OK", { headers: { ...ping(), "content-type": "text/plain; charset=utf-8" } }));
+  app.on("HEAD", "/_ping", () => new Response(null, { headers: { ...ping(), "content-length": "0" } }));
+
+  app.get("/version", async (c) => {
+    const { answers } = await fanoutJson<Json>(cluster.healthy(), "/version");
+    const ok = answers.filter((a) => a.status === 200);
+    if (!ok.length) throw new DockerError(503, "flocker: no Docker host is reachable");
+    ok.sort((a, b) => compareVersions(String(a.body.ApiVersion), String(b.body.ApiVersion)));
+    const oldest = ok[0].body;
+    const minApi = ok.map((a) => String(a.body.MinAPIVersion ?? "1.12")).sort(compareVersions).pop();
+    return c.json({ ...oldest, MinAPIVersion: minApi, Platform: { Name: `flocker (${ok.length} hosts)` } });
+  });
+
+  app.get("/info", async (c) => {
+    const { answers } = await fanoutJson<Json>(cluster.healthy(), "/info");
+    const ok = answers.filter((a) => a.status === 200);
+    if (!ok.length) throw new DockerError(503, "flocker: no Docker host is reachable");
+    const sum = (field: string) => ok.reduce((n, a) => n + (Number(a.body[field]) || 0), 0);
+    const oldest = [...ok].sort((a, b) =>
+      compareVersions(String(a.body.ServerVersion ?? "0"), String(b.body.ServerVersion ?? "0"))
+    )[0].body;
+    const hostLines = cluster.hosts.map((h) => {
+      const s = h.status;
+      return `flocker.host.${h.name}=${h.address} state=${s.drained ? "drained" : s.state} version=${s.version ?? "?"} containers=${s.containers}`;
+    });
+    const status: [string, string][] = [["Strategy", ctx.strategy], ["Hosts", String(cluster.hosts.length)]];
+    for (const h of cluster.hosts) {
+      status.push([` ${h.name}`, h.address], ["  └ Status", h.status.state], ["  └ Containers", String(h.status.containers)]);
+    }
+    return c.json({
+      ...oldest,
+      ID: "flocker",
+      Name: "flocker",
+      Containers: sum("Containers"),
+      ContainersRunning: sum("ContainersRunning"),
+      ContainersPaused: sum("ContainersPaused"),
+      ContainersStopped: sum("ContainersStopped"),
+      Images: sum("Images"),
+      NCPU: sum("NCPU"),
+      MemTotal: sum("MemTotal"),
+      Labels: [...hostLines, ...((oldest.Labels as string[] | undefined) ?? [])],
+      SystemStatus: status,
+      Warnings: ok.flatMap((a) => ((a.body.Warnings as string[] | null) ?? []).map((w) => `${a.host.name}: ${w}`)),
+    });
+  });
+
+  // `docker login`: any engine can check credentials against the registry.
+  app.post("/auth", (c) => {
+    const host = cluster.healthy()[0];
+    if (!host) throw new DockerError(503, "flocker: no Docker host is reachable");
+    return forward(host, c.req.raw);
+  });
+
+  return app;
+}

@@ -1,0 +1,128 @@
+/**
+ * Where a container or exec instance lives. Lookup order as docker's own: full id, name, unique
+ * id prefix; then, for containers made outside flocker or forgotten on restart, ask the hosts.
+ */
+import type { Cluster } from "./cluster.ts";
+import type { Host } from "./host.ts";
+import type { Store } from "../store/types.ts";
+import { DockerError, noSuchContainer, noSuchExec } from "../errors.ts";
+import { fanoutJson, messageOf } from "../upstream/fanout.ts";
+
+export interface Located {
+  host: Host;
+  id: string;
+  name?: string;
+}
+
+const FULL_ID = /^[0-9a-f]{64}$/;
+
+export class Locator {
+  /** id -> host name, for prefix lookups (the store has no scan). */
+  readonly #ids = new Map<string, string>();
+
+  constructor(private store: Store, private cluster: Cluster) {}
+
+  async recordContainer(id: string, host: Host, name?: string) {
+    this.#ids.set(id, host.name);
+    await this.store.set(`ctr:${id}`, `${host.name}\t${name ?? ""}`);
+    if (name) await this.store.set(`name:${name}`, id);
+  }
+
+  async forgetContainer(id: string, name?: string) {
+    this.#ids.delete(id);
+    const record = await this.store.get(`ctr:${id}`);
+    const recordedName = name ?? record?.split("\t")[1];
+    await this.store.delete(`ctr:${id}`);
+    if (recordedName && (await this.store.get(`name:${recordedName}`)) === id) {
+      await this.store.delete(`name:${recordedName}`);
+    }
+  }
+
+  /** Hosts answer for every container they hold; used to rebuild routing after a restart. */
+  async rebuild(): Promise<number> {
+    const { answers } = await fanoutJson<{ Id: string; Names?: string[] }[]>(
+      this.cluster.healthy(),
+      "/containers/json?all=1",
+    );
+    let n = 0;
+    for (const { host, status, body } of answers) {
+      if (status !== 200 || !Array.isArray(body)) continue;
+      for (const c of body) {
+        const name = c.Names?.[0]?.replace(/^\//, "");
+        this.#ids.set(c.Id, host.name);
+        if ((await this.store.get(`ctr:${c.Id}`)) === null) await this.recordContainer(c.Id, host, name);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  async container(ref: string): Promise<Located> {
+    const key = ref.replace(/^\//, "");
+    if (!key || key.includes("/")) throw noSuchContainer(ref);
+    const byId = FULL_ID.test(key) ? await this.#fromRecord(key) : undefined;
+    if (byId) return byId;
+    const named = await this.store.get(`name:${key}`);
+    if (named && !named.startsWith("pending:")) {
+      const found = await this.#fromRecord(named);
+      if (found) return found;
+    }
+    if (/^[0-9a-f]+$/.test(key)) {
+      const matches = [...this.#ids.keys()].filter((id) => id.startsWith(key));
+      if (matches.length === 1) {
+        const found = await this.#fromRecord(matches[0]);
+        if (found) return found;
+      }
+    }
+    return this.#ask(key, ref);
+  }
+
+  async #fromRecord(id: string): Promise<Located | undefined> {
+    const record = await this.store.get(`ctr:${id}`);
+    if (!record) return undefined;
+    const [hostName, name] = record.split("\t");
+    const host = this.cluster.byName(hostName);
+    if (!host) return undefined;
+    this.#ids.set(id, host.name);
+    return { host, id, name: name || undefined };
+  }
+
+  async #ask(key: string, ref: string): Promise<Located> {
+    const { answers } = await fanoutJson<{ Id: string; Name: string }>(
+      this.cluster.healthy(),
+      `/containers/${encodeURIComponent(key)}/json`,
+    );
+    const found = answers.filter((a) => a.status === 200);
+    if (found.length === 1) {
+      const { host, body } = found[0];
+      const name = body.Name?.replace(/^\//, "");
+      await this.recordContainer(body.Id, host, name);
+      return { host, id: body.Id, name };
+    }
+    if (found.length > 1) {
+      // Prefer an exact id or name over prefix matches, as a single engine does.
+      const exact = found.filter((a) => a.body.Id === key || a.body.Name?.replace(/^\//, "") === key);
+      if (exact.length === 1) return { host: exact[0].host, id: exact[0].body.Id };
+      throw new DockerError(400, `multiple IDs found with provided prefix: ${key}`);
+    }
+    const other = answers.find((a) => a.status !== 404);
+    if (other) throw new DockerError(other.status as 400, messageOf(other.body));
+    throw noSuchContainer(ref);
+  }
+
+  async recordExec(id: string, host: Host) {
+    await this.store.set(`exec:${id}`, host.name, 24 * 3600);
+  }
+
+  async exec(ref: string): Promise<Host> {
+    const hostName = await this.store.get(`exec:${ref}`);
+    const host = hostName ? this.cluster.byName(hostName) : undefined;
+    if (host) return host;
+    if (!/^[0-9a-f]{1,64}$/.test(ref)) throw noSuchExec(ref);
+    const { answers } = await fanoutJson(this.cluster.healthy(), `/exec/${ref}/json`);
+    const found = answers.find((a) => a.status === 200);
+    if (!found) throw noSuchExec(ref);
+    await this.recordExec(ref, found.host);
+    return found.host;
+  }
+}

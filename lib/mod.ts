@@ -1,0 +1,40 @@
+/**
+ * flocker: many Docker engines as one. The public surface.
+ *
+ *   const flocker = createFlocker({ hosts: ["127.0.0.1:2401", "127.0.0.1:2402"] });
+ *   app.mount("/", flocker.fetch);          // inside any Hono app
+ *   await serve(flocker, { listen: { host: "127.0.0.1", port: 2375 } });  // with hijacked streams
+ */
+import { buildFlocker, type CoreOptions, type Flocker } from "./flocker.ts";
+import { runtimeHostFetch, type EngineTls } from "./adapter/host-fetch.ts";
+import { RedisStore } from "./store/redis.ts";
+import type { Store } from "./store/types.ts";
+
+export interface FlockerOptions extends Omit<CoreOptions, "hostFetch" | "hosts"> {
+  hosts?: CoreOptions["hosts"];
+  /** Redis URL for shared routing state (ignored when `store` is given). */
+  redis?: string;
+  /** Client certificates for `https://` engines. */
+  engineTls?: EngineTls;
+  hostFetch?: CoreOptions["hostFetch"];
+}
+
+export function createFlocker(options: FlockerOptions = {}): Flocker {
+  const store: Store | undefined = options.store ?? (options.redis ? new RedisStore(options.redis) : undefined);
+  return buildFlocker({
+    ...options,
+    hosts: options.hosts ?? ["unix:///var/run/docker.sock"],
+    store,
+    hostFetch: options.hostFetch ?? runtimeHostFetch(options.engineTls),
+  });
+}
+
+export { serve, type ServeOptions, type RunningServer } from "./adapter/node-server.ts";
+export type { Flocker } from "./flocker.ts";
+export type { Hooks, AllocateInfo, RegistryCredentials, PullMode } from "./context.ts";
+export type { Store } from "./store/types.ts";
+export type { Strategy } from "./cluster/scheduler.ts";
+export type { Host, HostAddress } from "./cluster/host.ts";
+export { MemoryStore } from "./store/memory.ts";
+export { RedisStore } from "./store/redis.ts";
+export { HookStore, type StoreHooks } from "./store/hooks.ts";

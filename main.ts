@@ -1,0 +1,55 @@
+/** flocker's entry: read configuration, build the flock, serve it. Runs under Bun, Deno and Node. */
+import process from "node:process";
+import { readFileSync } from "node:fs";
+import { ConfigError, isLoopback, loadConfig } from "./lib/config.ts";
+import { createFlocker, serve } from "./lib/mod.ts";
+import { registryAuthFromFile } from "./lib/adapter/registry-auth.ts";
+
+let config;
+try {
+  config = loadConfig(process.env, process.argv.slice(2));
+} catch (err) {
+  console.error(`flocker: ${err instanceof ConfigError ? err.message : err}`);
+  process.exit(2);
+}
+
+const read = (path?: string) => (path ? readFileSync(path, "utf8") : undefined);
+const tls = config.FLOCKER_TLS_CERT
+  ? { cert: read(config.FLOCKER_TLS_CERT)!, key: read(config.FLOCKER_TLS_KEY)!, ca: read(config.FLOCKER_TLS_CA) }
+  : undefined;
+if (!tls && !isLoopback(config.FLOCKER_LISTEN)) {
+  if (!config.FLOCKER_INSECURE) {
+    console.error("flocker: refusing to listen on a non-loopback address without TLS (set FLOCKER_INSECURE=1 to allow)");
+    process.exit(2);
+  }
+  console.warn("flocker: WARNING: listening without TLS on a non-loopback address: anyone who reaches it controls every engine");
+}
+const certDir = config.FLOCKER_HOST_CERT_PATH;
+const engineTls = certDir
+  ? { ca: read(`${certDir}/ca.pem`), cert: read(`${certDir}/cert.pem`), key: read(`${certDir}/key.pem`) }
+  : undefined;
+
+const flocker = createFlocker({
+  hosts: config.FLOCKER_HOSTS,
+  redis: config.FLOCKER_REDIS,
+  strategy: config.FLOCKER_STRATEGY,
+  pull: config.FLOCKER_PULL,
+  probeIntervalMs: config.FLOCKER_PROBE_INTERVAL,
+  engineTls,
+  hooks: config.FLOCKER_REGISTRY_AUTH ? { registryAuth: registryAuthFromFile(config.FLOCKER_REGISTRY_AUTH) } : {},
+});
+await flocker.ready;
+const server = await serve(flocker, { listen: config.FLOCKER_LISTEN, tls, engineTls });
+if (config.FLOCKER_LOG !== "silent") {
+  const hosts = flocker.cluster.hosts.map((h) =>
+    `  ${h.name.padEnd(24)} ${h.status.state.padEnd(10)} ${h.status.version ?? "-"} (API ${h.status.apiVersion ?? "-"})`
+  );
+  console.log(`flocker listening on ${tls ? "https" : "tcp"}://${server.address}\n${hosts.join("\n")}`);
+}
+const stop = async () => {
+  await server.close();
+  await flocker.close();
+  process.exit(0);
+};
+process.on("SIGINT", stop);
+process.on("SIGTERM", stop);
