@@ -32,6 +32,7 @@ const engineTls = certDir
 const flocker = createFlocker({
   hosts: config.FLOCKER_HOSTS,
   redis: config.FLOCKER_REDIS,
+  redisPrefix: config.FLOCKER_REDIS_PREFIX,
   strategy: config.FLOCKER_STRATEGY,
   pull: config.FLOCKER_PULL,
   probeIntervalMs: config.FLOCKER_PROBE_INTERVAL,

@@ -35,6 +35,8 @@ export const configSchema = z.object({
   FLOCKER_STRATEGY: z.enum(STRATEGIES).default("spread"),
   FLOCKER_PULL: z.enum(["client", "auto"]).default("client"),
   FLOCKER_REDIS: z.string().regex(/^rediss?:\/\//, "expected redis://... or rediss://...").optional(),
+  /** Namespace of flocker's keys in Redis (see lib/store/types.ts). */
+  FLOCKER_REDIS_PREFIX: z.string().max(200).default("flocker:"),
   FLOCKER_REGISTRY_AUTH: z.string().optional(),
   FLOCKER_PROBE_INTERVAL: z.coerce.number().int().min(100).max(600_000).default(5000),
   FLOCKER_LOG: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),

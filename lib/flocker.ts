@@ -14,6 +14,11 @@ import { systemRoutes } from "./api/system.ts";
 import { containerRoutes } from "./api/containers.ts";
 import { execRoutes } from "./api/exec.ts";
 import { imageRoutes } from "./api/images.ts";
+import { buildRoutes } from "./api/build.ts";
+import { eventRoutes } from "./api/events.ts";
+import { volumeRoutes } from "./api/volumes.ts";
+import { networkRoutes } from "./api/networks.ts";
+import { unsupportedRoutes } from "./api/unsupported.ts";
 import { hijackHost, isHijackPath } from "./api/hijack.ts";
 import { checkApiVersion, stripApiVersion } from "./api/version.ts";
 
@@ -57,7 +62,7 @@ export function toResponse(err: unknown): Response {
 export function buildFlocker(options: CoreOptions): Flocker {
   const parse = (h: string | HostAddress) => (typeof h === "string" ? parseHostAddress(h) : h);
   const cluster = new Cluster(options.hosts.map(parse), options.hostFetch, options);
-  const store = options.store ?? new MemoryStore();
+  const store: Store = options.store ?? new MemoryStore();
   const locator = new Locator(store, cluster);
   const hooks = options.hooks ?? {};
   const ctx: FlockerContext = {
@@ -92,7 +97,12 @@ export function buildFlocker(options: CoreOptions): Flocker {
   app.route("/", systemRoutes(ctx));
   app.route("/", containerRoutes(ctx));
   app.route("/", execRoutes(ctx));
+  app.route("/", buildRoutes(ctx));
   app.route("/", imageRoutes(ctx));
+  app.route("/", eventRoutes(ctx));
+  app.route("/", volumeRoutes(ctx));
+  app.route("/", networkRoutes(ctx));
+  app.route("/", unsupportedRoutes());
   app.notFound(() => errorResponse(404, "page not found"));
   app.onError((err) => toResponse(err));
 

@@ -8,19 +8,26 @@
 import { buildFlocker, type CoreOptions, type Flocker } from "./flocker.ts";
 import { runtimeHostFetch, type EngineTls } from "./adapter/host-fetch.ts";
 import { RedisStore } from "./store/redis.ts";
+import { HookStore, type StoreHooks } from "./store/hooks.ts";
 import type { Store } from "./store/types.ts";
 
 export interface FlockerOptions extends Omit<CoreOptions, "hostFetch" | "hosts"> {
   hosts?: CoreOptions["hosts"];
   /** Redis URL for shared routing state (ignored when `store` is given). */
   redis?: string;
+  /** Namespace of flocker's keys in Redis (default `flocker:`). */
+  redisPrefix?: string;
+  /** The user's own store as `get`/`set`/`delete` hooks (ignored when `store` is given). */
+  storeHooks?: StoreHooks;
   /** Client certificates for `https://` engines. */
   engineTls?: EngineTls;
   hostFetch?: CoreOptions["hostFetch"];
 }
 
 export function createFlocker(options: FlockerOptions = {}): Flocker {
-  const store: Store | undefined = options.store ?? (options.redis ? new RedisStore(options.redis) : undefined);
+  const store: Store | undefined = options.store ??
+    (options.storeHooks ? new HookStore(options.storeHooks) : undefined) ??
+    (options.redis ? new RedisStore(options.redis, { prefix: options.redisPrefix }) : undefined);
   return buildFlocker({
     ...options,
     hosts: options.hosts ?? ["unix:///var/run/docker.sock"],

@@ -5,6 +5,7 @@ import { z } from "zod";
 import type { FlockerContext } from "../context.ts";
 import type { Host } from "../cluster/host.ts";
 import { rankHosts } from "../cluster/scheduler.ts";
+import { pinnedHost } from "../cluster/placement.ts";
 import { DockerError } from "../errors.ts";
 import { fanoutJson } from "../upstream/fanout.ts";
 import { forward } from "../upstream/forward.ts";
@@ -83,6 +84,13 @@ export function containerRoutes(ctx: FlockerContext) {
       if (!host) throw new DockerError(403, `flocker: allocate chose ${chosen}, which is not a host of the flock`);
       return host;
     }
+    const pinned = await pinnedHost(ctx, body as Parameters<typeof pinnedHost>[1]);
+    if (pinned) {
+      if (pinned.host.status.state !== "healthy") {
+        throw new DockerError(503, `flocker: ${pinned.why} lives on host ${pinned.host.name}, which is ${pinned.host.status.state}`);
+      }
+      return pinned.host;
+    }
     let candidates = cluster.schedulable();
     if (!candidates.length) throw new DockerError(503, "flocker: no healthy Docker host can take a new container");
     const image = body.Image;
@@ -138,7 +146,7 @@ export function containerRoutes(ctx: FlockerContext) {
   app.get("/containers/json", async (c) => {
     const query = new URL(c.req.url).search;
     const { answers } = await fanoutJson<Record<string, unknown>[]>(cluster.healthy(), `/containers/json${query}`);
-    const list = answers.flatMap(({ host, status, body }) =>
+    const list: Record<string, unknown>[] = answers.flatMap(({ host, status, body }) =>
       status === 200 && Array.isArray(body)
         ? body.map((ctr) => ({ ...ctr, Labels: { ...(ctr.Labels as Record<string, string> ?? {}), "flocker.host": host.name } }))
         : []

@@ -8,6 +8,8 @@ import { DockerError } from "../errors.ts";
 import { fanoutJson, messageOf } from "../upstream/fanout.ts";
 import { forward } from "../upstream/forward.ts";
 import { mergeProgress, type ProgressSource } from "../upstream/progress.ts";
+import { localImageKey } from "../cluster/placement.ts";
+import { mergePrune } from "./prune.ts";
 
 type ImageSummary = Record<string, unknown> & { Id: string; RepoTags?: string[] | null; RepoDigests?: string[] | null };
 
@@ -107,7 +109,7 @@ export function imageRoutes(ctx: FlockerContext) {
         }
       }
     }
-    const list = [...merged.values()].map(({ hosts, ...img }) => ({
+    const list: Record<string, unknown>[] = [...merged.values()].map(({ hosts, ...img }) => ({
       ...img,
       Labels: { ...(img.Labels as Record<string, string> | null ?? {}), "flocker.hosts": hosts.join(",") },
     }));
@@ -151,6 +153,69 @@ export function imageRoutes(ctx: FlockerContext) {
       },
     });
     return new Response(body, { status: 200, headers: { "content-type": "application/json" } });
+  });
+
+  /** Hosts that hold an image, asked of the hosts themselves (the probe cache may lag). */
+  async function holders(ref: string): Promise<Host[]> {
+    const { answers } = await fanoutJson(cluster.healthy(), `/images/${encodeURIComponent(ref)}/json`);
+    return answers.filter((a) => a.status === 200).map((a) => a.host);
+  }
+  const noSuchImage = (ref: string) => new DockerError(404, `No such image: ${ref}`);
+
+  app.get("/images/search", (c) => forwardToAny(ctx, c));
+  app.post("/images/prune", async (c) => {
+    const query = new URL(c.req.url).search;
+    const { answers } = await fanoutJson(cluster.healthy(), `/images/prune${query}`, { method: "POST", timeoutMs: 120_000 });
+    return c.json(mergePrune(answers));
+  });
+
+  // docker save: from a host that holds every named image.
+  app.get("/images/get", async (c) => {
+    const names = new URL(c.req.url).searchParams.getAll("names");
+    const sets = await Promise.all(names.map(holders));
+    const host = sets.reduce((acc, set) => acc.filter((h) => set.includes(h)), sets[0] ?? []).at(0);
+    if (!host) throw new DockerError(404, `flocker: no single host holds all of: ${names.join(", ")}`);
+    return forward(host, c.req.raw);
+  });
+
+  // Name may contain slashes (registry/repo:tag): match the action at the end of the path.
+  app.on(["GET", "POST", "DELETE", "HEAD"], "/images/*", async (c) => {
+    const path = c.req.path;
+    const m = /^\/images\/(.+?)(?:\/(json|history|tag|push|get))?$/.exec(path);
+    if (!m) throw new DockerError(404, "page not found");
+    const [, ref, action] = m;
+    const hosts = await holders(ref);
+    if (!hosts.length) throw noSuchImage(ref);
+    switch (`${c.req.method} ${action ?? ""}`) {
+      case "DELETE ": {
+        // rmi: from every host that holds it; the deleted lists merged.
+        const results = await Promise.all(hosts.map((h) => forward(h, c.req.raw)));
+        const failed = results.find((r) => r.status !== 200);
+        if (failed) return failed;
+        const lists = await Promise.all(results.map((r) => r.json() as Promise<unknown[]>));
+        const seen = new Set<string>();
+        return c.json(lists.flat().filter((item) => {
+          const key = JSON.stringify(item);
+          return !seen.has(key) && !!seen.add(key);
+        }));
+      }
+      case "POST tag": {
+        const results = await Promise.all(hosts.map((h) => forward(h, c.req.raw)));
+        const failed = results.find((r) => r.status >= 300);
+        if (failed) return failed;
+        const repo = c.req.query("repo");
+        if (repo) {
+          const tagged = `${repo}:${c.req.query("tag") || "latest"}`;
+          for (const h of hosts) cluster.noteImage(h, tagged);
+          const local = await store.get(localImageKey(ref));
+          if (local) await store.set(localImageKey(tagged), local);
+        }
+        return results[0];
+      }
+      default:
+        // inspect, history, push (one holder pushes: the registry gets the image once), save.
+        return forward(hosts[0], c.req.raw);
+    }
   });
 
   return app;

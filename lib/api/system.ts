@@ -5,6 +5,7 @@ import { DockerError } from "../errors.ts";
 import { fanoutJson } from "../upstream/fanout.ts";
 import { forward } from "../upstream/forward.ts";
 import { compareVersions } from "../cluster/cluster.ts";
+import { mergePrune } from "./prune.ts";
 
 type Json = Record<string, unknown>;
 
@@ -74,6 +75,42 @@ export function systemRoutes(ctx: FlockerContext) {
 
   // `docker login`: any engine can check credentials against the registry.
   app.post("/auth", (c) => {
+    const host = cluster.healthy()[0];
+    if (!host) throw new DockerError(503, "flocker: no Docker host is reachable");
+    return forward(host, c.req.raw);
+  });
+
+  // docker system df: every host's usage, summed (images deduplicated by id, volumes by name).
+  app.get("/system/df", async (c) => {
+    const query = new URL(c.req.url).search;
+    const { answers } = await fanoutJson<Json>(cluster.healthy(), `/system/df${query}`, { timeoutMs: 30_000 });
+    const ok = answers.filter((a) => a.status === 200);
+    if (!ok.length) throw new DockerError(503, "flocker: no Docker host is reachable");
+    const merged: Json = { LayersSize: 0 };
+    const dedupe = (items: Json[], key: string) => [...new Map(items.map((i) => [String(i[key]), i])).values()];
+    for (const field of ["Images", "Containers", "Volumes", "BuildCache"] as const) {
+      const items = ok.flatMap((a) => (a.body[field] as Json[] | null) ?? []);
+      merged[field] = field === "Images" ? dedupe(items, "Id") : field === "Volumes" ? dedupe(items, "Name") : items;
+    }
+    merged.LayersSize = ok.reduce((n, a) => n + (Number(a.body.LayersSize) || 0), 0);
+    return c.json(merged);
+  });
+
+  // Prunes that have no per-resource module: every host, results merged.
+  for (const path of ["/containers/prune", "/build/prune"]) {
+    app.post(path, async (c) => {
+      const query = new URL(c.req.url).search;
+      const { answers } = await fanoutJson(cluster.healthy(), `${path}${query}`, { method: "POST", timeoutMs: 120_000 });
+      const merged = mergePrune(answers);
+      if (path === "/containers/prune") {
+        for (const id of (merged.ContainersDeleted as string[] | undefined) ?? []) await ctx.locator.forgetContainer(id);
+      }
+      return c.json(merged);
+    });
+  }
+
+  // Registry metadata for an image: any engine can ask (the CLI's auth header passes through).
+  app.get("/distribution/*", (c) => {
     const host = cluster.healthy()[0];
     if (!host) throw new DockerError(503, "flocker: no Docker host is reachable");
     return forward(host, c.req.raw);

@@ -1,12 +1,26 @@
 import Redis from "ioredis";
 import { StoreUnavailableError, type Store } from "./types.ts";
 
-/** Routing state in Redis, so several flocker processes act as one. `url`: redis:// or rediss://. */
+/** The namespace every flocker key gets in Redis unless told otherwise. */
+export const DEFAULT_REDIS_PREFIX = "flocker:";
+
+export interface RedisStoreOptions {
+  /** Prepended to every key (default `flocker:`), so flocker can share a Redis with others. */
+  prefix?: string;
+}
+
+/**
+ * Routing state in Redis, so several flocker processes act as one. `url`: redis:// or rediss://
+ * (TLS). Every key is stored under the prefix, e.g. `flocker:ctr:<id>` (see ./types.ts).
+ */
 export class RedisStore implements Store {
   readonly redis: Redis;
+  readonly prefix: string;
 
-  constructor(url: string) {
+  constructor(url: string, options: RedisStoreOptions = {}) {
+    this.prefix = options.prefix ?? DEFAULT_REDIS_PREFIX;
     this.redis = new Redis(url, {
+      keyPrefix: this.prefix,
       // Fail fast while Redis is down instead of queueing calls forever; reconnect in the background.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,

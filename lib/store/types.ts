@@ -2,12 +2,18 @@
  * The routing store: a tiny key/value contract so routing state can live in memory, in Redis,
  * or in the user's own `set`/`get`/`delete` hooks.
  *
- * Keys (all under the configured prefix, default `flocker:`):
- * - `ctr:<id>`        -> `<host name>\t<container name>`  where a container lives
- * - `name:<name>`     -> container id, or `pending:<nonce>` while a create is in flight (TTL)
- * - `exec:<id>`       -> host name of an exec instance
- * - `want:<image>`    -> host names waiting for a pull of that image (TTL)
- * - `image:<ref>`     -> host name that built or loaded an image tag
+ * Keys are written bare here; the Redis store puts them under its prefix (default `flocker:`,
+ * FLOCKER_REDIS_PREFIX), e.g. `flocker:ctr:<id>`. Hook stores receive them bare. `<image>` is the
+ * normalized reference (`docker.io/library/busybox:latest`, `registry:5000/repo:tag`, `repo@sha256:...`).
+ * - `ctr:<id>`               -> `<host name>\t<container name>`  where a container lives (no TTL)
+ * - `name:<name>`            -> container id, or `pending:<nonce>` while a create is in flight (TTL 120 s)
+ * - `exec:<id>`              -> host name of an exec instance (TTL 24 h)
+ * - `want:<image>:<host>`    -> `pending` once a create on that host got 404 for the image (the CLI
+ *                               pulls next, and that pull goes there); `pulled` once the pull succeeded
+ *                               there (the retried create goes there); deleted by that create (TTL 10 min)
+ * - `image:<image>`          -> host name that built, loaded or committed an image tag (no registry has it)
+ * - `vol:<name>`, `net:<name>` -> host name a named volume / user network lives on
+ * - `project:<name>`         -> host name a compose project's resources live on
  */
 export interface Store {
   get(key: string): Promise<string | null>;

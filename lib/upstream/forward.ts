@@ -29,7 +29,7 @@ export async function forward(host: Host, request: Request, options: ForwardOpti
     const headers: Record<string, string | undefined> = { connection: undefined, upgrade: undefined, ...options.headers };
     if (options.body !== undefined) {
       init.body = options.body;
-      init.duplex = undefined;
+      (init as { duplex?: string }).duplex = undefined;
       headers["content-length"] = undefined;
     }
     init.headers = { ...Object.fromEntries(request.headers), ...headers };

@@ -1,0 +1,116 @@
+/**
+ * `GET /events`: one live stream merged from every host. Each event is tagged with its host
+ * (`Actor.Attributes["flocker.host"]`); `since`, `until` and `filters` go to every host; a host
+ * that joins or comes back is (re)attached from where it left off. No idle timeout anywhere.
+ */
+import { Hono } from "hono";
+import type { FlockerContext } from "../context.ts";
+import type { Host } from "../cluster/host.ts";
+
+interface DockerEvent {
+  time?: number;
+  timeNano?: number;
+  Actor?: { ID?: string; Attributes?: Record<string, string> };
+  [key: string]: unknown;
+}
+
+/** Docker's `since`/`until`: unix seconds (with fraction) or an RFC 3339 date. */
+function toSeconds(value: string | undefined): number | undefined {
+  if (!value) return undefined;
+  if (/^\d+(\.\d+)?$/.test(value)) return Number(value);
+  const t = Date.parse(value);
+  return Number.isNaN(t) ? undefined : t / 1000;
+}
+
+export function eventRoutes(ctx: FlockerContext) {
+  const app = new Hono();
+  const { cluster } = ctx;
+
+  app.get("/events", (c) => {
+    const url = new URL(c.req.url);
+    const until = toSeconds(url.searchParams.get("until") ?? undefined);
+    const since = url.searchParams.get("since") ?? undefined;
+    const encoder = new TextEncoder();
+    const abort = new AbortController();
+    const attached = new Map<string, Promise<void>>();
+    let closed = false;
+    let rescan: ReturnType<typeof setInterval> | undefined;
+
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        const finish = () => {
+          if (closed) return;
+          closed = true;
+          if (rescan) clearInterval(rescan);
+          try {
+            controller.close();
+          } catch { /* already gone */ }
+        };
+
+        /** Follow one host's events; reconnect from the last event seen until `until` or the client leaves. */
+        const follow = async (host: Host) => {
+          let from = since;
+          const decoder = new TextDecoder();
+          while (!closed && cluster.hosts.includes(host)) {
+            const params = new URLSearchParams(url.searchParams);
+            if (from) params.set("since", from);
+            let ended = false;
+            try {
+              const res = await host.fetch(new Request(`${host.baseUrl}${url.pathname}?${params}`, { signal: abort.signal }));
+              if (res.status !== 200 || !res.body) {
+                await res.body?.cancel();
+                throw new Error(`status ${res.status}`);
+              }
+              let pending = "";
+              for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+                pending += decoder.decode(chunk, { stream: true });
+                let nl;
+                while ((nl = pending.indexOf("\n")) >= 0) {
+                  const line = pending.slice(0, nl);
+                  pending = pending.slice(nl + 1);
+                  if (!line.trim()) continue;
+                  const event = JSON.parse(line) as DockerEvent;
+                  if (event.timeNano) from = (event.timeNano / 1e9 + 1e-9).toFixed(9);
+                  event.Actor = { ...event.Actor, Attributes: { ...event.Actor?.Attributes, "flocker.host": host.name } };
+                  if (!closed) controller.enqueue(encoder.encode(JSON.stringify(event) + "\n"));
+                }
+              }
+              ended = true;
+            } catch {
+              if (closed) return;
+            }
+            // A bounded query ends by itself; a live one broke: resume from the last event.
+            if (until !== undefined && (ended || until * 1000 <= Date.now())) return;
+            from ??= (Date.now() / 1000).toFixed(9);
+            await new Promise((r) => setTimeout(r, 1000));
+          }
+        };
+
+        const attachAll = () => {
+          for (const host of cluster.hosts) {
+            if (attached.has(host.address) || host.status.state !== "healthy") continue;
+            const done = follow(host).finally(() => {
+              attached.delete(host.address);
+              if (until !== undefined && attached.size === 0) finish();
+            });
+            attached.set(host.address, done);
+          }
+        };
+        attachAll();
+        if (attached.size === 0 && until !== undefined) finish();
+        // Hosts that join or recover later are picked up while the stream lasts.
+        if (until === undefined || until * 1000 > Date.now()) {
+          rescan = setInterval(attachAll, cluster.probeIntervalMs);
+        }
+      },
+      cancel() {
+        closed = true;
+        if (rescan) clearInterval(rescan);
+        abort.abort();
+      },
+    });
+    return new Response(stream, { headers: { "content-type": "application/json" } });
+  });
+
+  return app;
+}
