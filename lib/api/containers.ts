@@ -5,11 +5,11 @@ import { z } from "zod";
 import type { FlockerContext } from "../context.ts";
 import type { Host } from "../cluster/host.ts";
 import { rankHosts } from "../cluster/scheduler.ts";
-import { pinnedHost } from "../cluster/placement.ts";
+import { claimFor, placementOf } from "../cluster/placement.ts";
 import { DockerError } from "../errors.ts";
 import { fanoutJson } from "../upstream/fanout.ts";
 import { forward } from "../upstream/forward.ts";
-import { pullOnHost, WANT_TTL_SECONDS, wantKey } from "./images.ts";
+import { pullOnHost, WANT_PENDING, WANT_PULLED, WANT_TTL_SECONDS, wantKey } from "./images.ts";
 
 /** The fields of a create body flocker reads; everything else passes through untouched. */
 const CreateBody = z.looseObject({
@@ -20,6 +20,8 @@ const CreateBody = z.looseObject({
 type CreateBody = z.infer<typeof CreateBody>;
 
 const NAME = /^\/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
+/** An image given by id: nothing to pull. */
+const IMAGE_ID = /^(sha256:)?[0-9a-f]{12,64}$/;
 /** A name stays reserved this long at most if a create never finishes (crash, lost host). */
 const RESERVATION_TTL_SECONDS = 120;
 export const MAX_JSON_BODY = 4 * 1024 * 1024;
@@ -77,30 +79,45 @@ export function containerRoutes(ctx: FlockerContext) {
     if (name && token && (await store.get(`name:${name}`)) === token) await store.delete(`name:${name}`);
   }
 
+  /**
+   * The host for a new container, counted at once as holding one more container so that
+   * concurrent creates spread (the caller undoes it when the create fails).
+   */
   async function chooseHost(body: CreateBody, name: string | undefined): Promise<Host> {
+    const host = await pickHost(body, name);
+    host.status.containers++;
+    return host;
+  }
+
+  async function pickHost(body: CreateBody, name: string | undefined): Promise<Host> {
     const chosen = await ctx.hooks.allocate?.({ name, container: body });
     if (chosen) {
       const host = cluster.byName(chosen) ?? cluster.byName(ctx.parseAddress(chosen).address);
       if (!host) throw new DockerError(403, `flocker: allocate chose ${chosen}, which is not a host of the flock`);
       return host;
     }
-    const pinned = await pinnedHost(ctx, body as Parameters<typeof pinnedHost>[1]);
-    if (pinned) {
-      if (pinned.host.status.state !== "healthy") {
-        throw new DockerError(503, `flocker: ${pinned.why} lives on host ${pinned.host.name}, which is ${pinned.host.status.state}`);
+    const placement = await placementOf(ctx, body as Parameters<typeof placementOf>[1]);
+    if (placement.pinned) {
+      const { host, why } = placement.pinned;
+      if (host.status.state !== "healthy") {
+        throw new DockerError(503, `flocker: ${why} lives on host ${host.name}, which is ${host.status.state}`);
       }
-      return pinned.host;
+      return claimFor(ctx, placement, host);
     }
     let candidates = cluster.schedulable();
     if (!candidates.length) throw new DockerError(503, "flocker: no healthy Docker host can take a new container");
     const image = body.Image;
     if (image) {
-      // After the dance's pull, the retry goes where the image was pulled for it.
-      const wanted = (await Promise.all(candidates.map(async (h) => (await store.get(wantKey(image, h))) ? h : null)))
-        .filter((h): h is Host => h !== null && cluster.holdsImage(h, image));
-      if (wanted.length) candidates = wanted;
+      // After the dance's pull, the retry goes where the image was pulled for it: a want marked
+      // pulled (by this flocker or another one sharing the store), or one where the image now is.
+      const wants = await Promise.all(candidates.map(async (h) => ({ h, want: await store.get(wantKey(image, h)) })));
+      const ready = wants
+        .filter(({ h, want }) => want === WANT_PULLED || (want !== null && cluster.holdsImage(h, image)))
+        .map(({ h }) => h);
+      if (ready.length) candidates = ready;
     }
-    return rankHosts(candidates, ctx.strategy, { holdsImage: (h) => !!image && cluster.holdsImage(h, image) })[0];
+    const best = rankHosts(candidates, ctx.strategy, { holdsImage: (h) => !!image && cluster.holdsImage(h, image) })[0];
+    return claimFor(ctx, placement, best);
   }
 
   app.post("/containers/create", async (c) => {
@@ -116,11 +133,14 @@ export function containerRoutes(ctx: FlockerContext) {
     const name = rawName?.replace(/^\//, "") || undefined;
     const token = name ? await reserveName(name) : undefined;
     let created = false;
+    let host: Host | undefined;
     try {
-      const host = await chooseHost(body, name);
-      const send = () => forward(host, c.req.raw, { body: JSON.stringify(body), headers: { "content-type": "application/json" } });
+      host = await chooseHost(body, name);
+      const target = host;
+      const send = () => forward(target, c.req.raw, { body: JSON.stringify(body), headers: { "content-type": "application/json" } });
       let res = await send();
-      if (res.status === 404 && body.Image && ctx.pull === "auto") {
+      if (res.status === 404 && body.Image && ctx.pull === "auto" && !IMAGE_ID.test(body.Image)) {
+        // Auto mode: pull right there, with the configured credentials; the CLI never sees the 404.
         await res.body?.cancel();
         await pullOnHost(ctx, host, body.Image);
         res = await send();
@@ -129,17 +149,20 @@ export function containerRoutes(ctx: FlockerContext) {
         const answer = await res.json() as { Id: string };
         await locator.recordContainer(answer.Id, host, name);
         created = true;
-        host.status.containers++;
         if (body.Image) await store.delete(wantKey(body.Image, host));
         return c.json(answer, 201);
       }
       if (res.status === 404 && body.Image) {
-        // Image missing there: the CLI pulls next, and that pull must reach this host.
-        await store.set(wantKey(body.Image, host), "1", WANT_TTL_SECONDS);
+        // Image missing there: the CLI pulls next, and that pull must reach this host. Nothing else
+        // is kept: the name is released below, and the retry is placed afresh (on a pulled host).
+        await store.set(wantKey(body.Image, host), WANT_PENDING, WANT_TTL_SECONDS);
       }
       return res;
     } finally {
-      if (!created) await releaseName(name, token);
+      if (!created) {
+        if (host) host.status.containers = Math.max(0, host.status.containers - 1);
+        await releaseName(name, token);
+      }
     }
   });
 

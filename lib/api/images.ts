@@ -13,9 +13,16 @@ import { mergePrune } from "./prune.ts";
 
 type ImageSummary = Record<string, unknown> & { Id: string; RepoTags?: string[] | null; RepoDigests?: string[] | null };
 
-/** A pending "image X is wanted on host H" lives this long (the CLI pulls right after the 404). */
-export const WANT_TTL_SECONDS = 600;
+/**
+ * "Image X is wanted on host H" lives this long: the CLI pulls right after the 404 and creates
+ * again right after the pull (the TTL restarts when the pull succeeds). Short, so an abandoned
+ * dance does not steer later pulls for long.
+ */
+export const WANT_TTL_SECONDS = 120;
 export const wantKey = (image: string, host: Host) => `want:${normalizeImageRef(image)}:${host.name}`;
+/** Values of a want: the create got 404 there (the pull should go there), then the pull succeeded there. */
+export const WANT_PENDING = "pending";
+export const WANT_PULLED = "pulled";
 
 /** The reference a pull request names: `fromImage` plus `tag` (which may be a digest). */
 export function pullReference(fromImage: string, tag?: string): string {
@@ -56,9 +63,10 @@ export async function startPulls(
 /** Pull on one host and wait for the end; used by auto mode. Throws a readable error. */
 export async function pullOnHost(ctx: FlockerContext, host: Host, image: string): Promise<void> {
   const ref = normalizeRefForPull(image);
-  const creds = await ctx.hooks.registryAuth?.(registryOf(image));
+  const registry = registryOf(image);
+  const creds = await ctx.hooks.registryAuth?.(registry);
   const [{ res, error }] = await startPulls(ctx, [host], `/images/create?fromImage=${encodeURIComponent(ref)}`, {
-    "X-Registry-Auth": encodeAuth(creds),
+    "X-Registry-Auth": encodeAuth(creds && { serveraddress: registry, ...creds }),
   });
   const fail = (why: string) => new DockerError(500, `flocker: pulling ${image} on host ${host.name} failed: ${why}`);
   if (!res) throw fail(error ?? "no response");
@@ -123,10 +131,10 @@ export function imageRoutes(ctx: FlockerContext) {
     if (!fromImage) return forwardToAny(ctx, c); // import from a tarball (fromSrc): one host
     const ref = pullReference(fromImage, c.req.query("tag"));
     const healthy = cluster.healthy();
-    const wanted: Host[] = [];
-    await Promise.all(healthy.map(async (h) => {
-      if (await store.get(wantKey(ref, h))) wanted.push(h);
-    }));
+    // The dance: go where a create just got 404 for this image (every such host: concurrent runs
+    // may have been placed on different hosts). A plain `docker pull` (nobody waiting) goes everywhere.
+    const wants = await Promise.all(healthy.map(async (h) => (await store.get(wantKey(ref, h))) ? h : null));
+    const wanted = wants.filter((h): h is Host => h !== null);
     const targets = wanted.length ? wanted : healthy;
     if (!targets.length) throw new DockerError(503, "flocker: no Docker host is reachable");
     const headers: Record<string, string> = {};
@@ -138,6 +146,7 @@ export function imageRoutes(ctx: FlockerContext) {
     if (!ok.length) {
       // Every host refused (bad credentials, unknown image...): the engine's own answer, unchanged.
       const first = started.find((s) => s.res) ?? started[0];
+      for (const s of started) if (s !== first) await s.res?.body?.cancel().catch(() => {});
       if (first.res) return new Response(first.res.body, { status: first.res.status, headers: first.res.headers });
       throw new DockerError(502, first.error ?? "pull failed");
     }
@@ -148,8 +157,14 @@ export function imageRoutes(ctx: FlockerContext) {
     }));
     const body = mergeProgress(sources, {
       onLine: () => {},
-      onDone: (host, failed) => {
-        if (!failed) cluster.noteImage(host, ref);
+      onDone: async (host, failed) => {
+        if (failed) return;
+        cluster.noteImage(host, ref);
+        // Tell every flocker (shared store) that the retried create should come here. Awaited
+        // before the stream ends: the CLI sends that create as soon as it has read the end.
+        if (wanted.includes(host) && (await store.get(wantKey(ref, host)))) {
+          await store.set(wantKey(ref, host), WANT_PULLED, WANT_TTL_SECONDS);
+        }
       },
     });
     return new Response(body, { status: 200, headers: { "content-type": "application/json" } });
@@ -183,7 +198,10 @@ export function imageRoutes(ctx: FlockerContext) {
     const path = c.req.path;
     const m = /^\/images\/(.+?)(?:\/(json|history|tag|push|get))?$/.exec(path);
     if (!m) throw new DockerError(404, "page not found");
-    const [, ref, action] = m;
+    const [, name, action] = m;
+    // push names the tag in the query; everything else has it in the path.
+    const tag = action === "push" ? c.req.query("tag") : undefined;
+    const ref = tag ? `${name}:${tag}` : name;
     const hosts = await holders(ref);
     if (!hosts.length) throw noSuchImage(ref);
     switch (`${c.req.method} ${action ?? ""}`) {

@@ -1,43 +1,48 @@
 /**
- * Volumes and networks share one shape: created on one host (see cluster/placement.ts), listed
- * once across the flock, inspected where they live, removed everywhere they exist.
+ * Volumes and networks share one shape: created on every host (see cluster/placement.ts for how
+ * the first container that uses one pins it), listed once, inspected where they are used,
+ * removed everywhere.
  */
 import { Hono } from "hono";
 import type { FlockerContext } from "../context.ts";
 import type { Host } from "../cluster/host.ts";
-import { placeResource, resourceKey } from "../cluster/placement.ts";
+import { networkIdKey, pinKey } from "../cluster/placement.ts";
 import { DockerError } from "../errors.ts";
 import { fanoutJson } from "../upstream/fanout.ts";
 import { forward } from "../upstream/forward.ts";
 import { readJsonBody } from "./containers.ts";
 import { mergePrune } from "./prune.ts";
 
-type Item = Record<string, unknown> & { Name?: string; Id?: string; Labels?: Record<string, string> | null };
+type Item = Record<string, unknown> & { Name?: string; Id?: string };
 
 export interface ResourceKind {
   kind: "vol" | "net";
   /** `/volumes` or `/networks` */
   base: string;
-  noun: string;
+  /** Docker's not-found message. */
+  notFound: (ref: string) => string;
   /** How the list comes back: `{Volumes: [...]}` or a bare array. */
   unwrapList: (body: unknown) => Item[];
   wrapList: (items: Item[], warnings: string[]) => unknown;
-  /** Id and name of a created resource, from the create answer and body. */
-  created: (answer: Item, body: Item) => { id?: string; name?: string };
+  /** Field of a prune answer listing what was deleted. */
+  pruned: string;
 }
 
 export function namedResourceRoutes(ctx: FlockerContext, kind: ResourceKind) {
   const app = new Hono();
   const { cluster, store } = ctx;
-  const { base, noun } = kind;
+  const { base } = kind;
 
-  /** Host holding a resource, by record, else by asking every host. */
-  async function locate(ref: string): Promise<Host[]> {
-    const recorded = await store.get(resourceKey(kind.kind, ref));
-    const host = recorded ? cluster.byName(recorded) : undefined;
-    if (host) return [host];
-    const { answers } = await fanoutJson(cluster.healthy(), `${base}/${encodeURIComponent(ref)}`);
-    return answers.filter((a) => a.status === 200).map((a) => a.host);
+  /** The resource's name (ids differ per host), from the store or by asking the hosts. */
+  async function resolve(ref: string): Promise<{ name: string; hosts: Host[] } | undefined> {
+    const name = kind.kind === "net" ? (await store.get(networkIdKey(ref))) ?? ref : ref;
+    const { answers } = await fanoutJson<Item>(cluster.healthy(), `${base}/${encodeURIComponent(name)}`);
+    const found = answers.filter((a) => a.status === 200);
+    if (!found.length) return undefined;
+    const pinned = await store.get(pinKey(kind.kind, String(found[0].body.Name ?? name)));
+    // The pinned copy (the one containers use) answers first.
+    found.sort((a, b) => Number(b.host.name === pinned) - Number(a.host.name === pinned));
+    return { name: String(found[0].body.Name ?? name), hosts: found.map((a) => a.host) };
   }
 
   app.get(base, async (c) => {
@@ -56,54 +61,58 @@ export function namedResourceRoutes(ctx: FlockerContext, kind: ResourceKind) {
 
   app.post(`${base}/create`, async (c) => {
     const body = (await readJsonBody(c)) as Item;
-    if (!body || typeof body !== "object" || Array.isArray(body)) throw new DockerError(400, `invalid ${noun} config`);
-    const name = typeof body.Name === "string" ? body.Name : undefined;
-    if (name) {
-      const existing = await locate(name);
-      // Volumes: creating an existing one is a no-op in docker; answer from where it lives.
-      if (existing.length && kind.kind === "vol") return forward(existing[0], c.req.raw, { body: JSON.stringify(body) });
+    if (!body || typeof body !== "object" || Array.isArray(body)) throw new DockerError(400, "invalid JSON body: expected an object");
+    // Every host gets the same name, so a nameless volume is named here (as docker would: 64 hex).
+    if (kind.kind === "vol" && !body.Name) body.Name = crypto.randomUUID().replace(/-/g, "") + crypto.randomUUID().replace(/-/g, "");
+    const hosts = cluster.healthy();
+    if (!hosts.length) throw new DockerError(503, "flocker: no Docker host is reachable");
+    const payload = JSON.stringify(body);
+    const results = await Promise.all(hosts.map((h) => forward(h, c.req.raw, { body: payload, headers: { "content-type": "application/json" } })));
+    const okIndex = results.findIndex((r) => r.status < 300);
+    if (okIndex < 0) return results[0];
+    const answers = await Promise.all(results.map((r) => (r.status < 300 ? r.json() as Promise<Item> : r.body?.cancel())));
+    if (kind.kind === "net") {
+      for (const a of answers) if (a && a.Id) await store.set(networkIdKey(a.Id), String(body.Name));
     }
-    const host = await placeResource(ctx, body.Labels);
-    const res = await forward(host, c.req.raw, { body: JSON.stringify(body), headers: { "content-type": "application/json" } });
-    if (res.status !== 201 && res.status !== 200) return res;
-    const answer = (await res.json()) as Item;
-    const { id, name: createdName } = kind.created(answer, body);
-    for (const key of [id, createdName]) if (key) await store.set(resourceKey(kind.kind, key), host.name);
-    return c.json(answer, res.status as 201);
+    return c.json(answers[okIndex] as Item, results[okIndex].status as 201);
   });
 
   app.post(`${base}/prune`, async (c) => {
     const query = new URL(c.req.url).search;
-    const { answers } = await fanoutJson(cluster.healthy(), `${base}/prune${query}`, { method: "POST", timeoutMs: 60_000 });
-    return c.json(mergePrune(answers));
+    const { answers } = await fanoutJson(cluster.healthy(), `${base}/prune${query}`, { method: "POST", timeoutMs: 120_000 });
+    const merged = mergePrune(answers);
+    const names = [...new Set((merged[kind.pruned] as string[] | null) ?? [])];
+    merged[kind.pruned] = names;
+    for (const name of names) await store.delete(pinKey(kind.kind, name));
+    return c.json(merged);
   });
 
   app.get(`${base}/:ref`, async (c) => {
     const ref = c.req.param("ref");
-    const [host] = await locate(ref);
-    if (!host) throw new DockerError(404, `${noun === "volume" ? "get " + ref + ": no such volume" : "network " + ref + " not found"}`);
-    return forward(host, c.req.raw);
+    const found = await resolve(ref);
+    if (!found) throw new DockerError(404, kind.notFound(ref));
+    return forward(found.hosts[0], c.req.raw, { path: `${new URL(c.req.url).pathname.replace(/[^/]+$/, encodeURIComponent(found.name))}${new URL(c.req.url).search}` });
   });
 
   app.delete(`${base}/:ref`, async (c) => {
     const ref = c.req.param("ref");
-    const hosts = await locate(ref);
-    if (!hosts.length) throw new DockerError(404, `${noun === "volume" ? "get " + ref + ": no such volume" : "network " + ref + " not found"}`);
-    const results = await Promise.all(hosts.map((h) => forward(h, c.req.raw)));
+    const found = await resolve(ref);
+    if (!found) throw new DockerError(404, kind.notFound(ref));
+    const path = new URL(c.req.url).pathname.replace(/[^/]+$/, encodeURIComponent(found.name)) + new URL(c.req.url).search;
+    const results = await Promise.all(found.hosts.map((h) => forward(h, c.req.raw, { path })));
     const failed = results.find((r) => r.status >= 300);
     if (failed) return failed;
-    await store.delete(resourceKey(kind.kind, ref));
+    await store.delete(pinKey(kind.kind, found.name));
     return results[0];
   });
 
-  // connect / disconnect and anything else under a resource: where it lives.
+  // connect / disconnect: on the pinned copy (where its containers are).
   app.all(`${base}/:ref/*`, async (c) => {
     const ref = c.req.param("ref");
-    const [host] = await locate(ref);
-    if (!host) throw new DockerError(404, `${noun} ${ref} not found`);
-    return forward(host, c.req.raw);
+    const found = await resolve(ref);
+    if (!found) throw new DockerError(404, kind.notFound(ref));
+    return forward(found.hosts[0], c.req.raw);
   });
 
   return app;
 }
-

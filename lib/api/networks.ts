@@ -1,4 +1,4 @@
-/** Networks: a user-defined network lives on one host and its containers are placed there. */
+/** Networks: on every host, pinned to one by the first container that joins it (cluster/placement.ts). */
 import type { FlockerContext } from "../context.ts";
 import { namedResourceRoutes } from "./named-resources.ts";
 
@@ -6,9 +6,9 @@ export function networkRoutes(ctx: FlockerContext) {
   return namedResourceRoutes(ctx, {
     kind: "net",
     base: "/networks",
-    noun: "network",
+    notFound: (ref) => `network ${ref} not found`,
     unwrapList: (body) => (Array.isArray(body) ? body : []),
     wrapList: (items) => items,
-    created: (answer, body) => ({ id: answer.Id, name: body.Name }),
+    pruned: "NetworksDeleted",
   });
 }

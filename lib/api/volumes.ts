@@ -1,4 +1,4 @@
-/** Volumes: one host each (see cluster/placement.ts), listed once, removed where they exist. */
+/** Volumes: on every host, pinned to one by the first container that mounts it (cluster/placement.ts). */
 import type { FlockerContext } from "../context.ts";
 import { namedResourceRoutes } from "./named-resources.ts";
 
@@ -6,9 +6,9 @@ export function volumeRoutes(ctx: FlockerContext) {
   return namedResourceRoutes(ctx, {
     kind: "vol",
     base: "/volumes",
-    noun: "volume",
+    notFound: (ref) => `get ${ref}: no such volume`,
     unwrapList: (body) => ((body as { Volumes?: [] })?.Volumes ?? []),
     wrapList: (items, warnings) => ({ Volumes: items, Warnings: warnings.length ? warnings : null }),
-    created: (answer) => ({ name: answer.Name }),
+    pruned: "VolumesDeleted",
   });
 }

@@ -1,35 +1,25 @@
 /**
- * Placement that keeps projects working: a user-defined network or a named volume lives on one
- * host (chosen when it is created, compose projects kept together), and containers that use it,
- * join another container's namespace, or mount its volumes are placed on that host.
+ * Placement that keeps projects working. Volumes and user-defined networks are created on every
+ * host, so any container can use them; the first container that uses one pins it to the host it
+ * lands on, and every later container that uses it (or joins another container's namespaces,
+ * mounts its volumes, or belongs to the same compose project) is placed on that host.
+ * Images that exist only where they were built or loaded pin their containers the same way.
  */
 import type { FlockerContext } from "../context.ts";
 import type { Host } from "./host.ts";
-import { rankHosts } from "./scheduler.ts";
 import { normalizeImageRef } from "./cluster.ts";
 import { DockerError } from "../errors.ts";
 
 export const PROJECT_LABEL = "com.docker.compose.project";
 const PREDEFINED_NETWORKS = new Set(["default", "bridge", "host", "none"]);
 
-export const resourceKey = (kind: "vol" | "net", name: string) => `${kind}:${name}`;
+/** `vol:<name>` / `net:<name>` -> host name, set by the first container that uses it. */
+export const pinKey = (kind: "vol" | "net", name: string) => `${kind}:${name}`;
+/** `netid:<id>` -> network name (each host gives its copy of a network its own id). */
+export const networkIdKey = (id: string) => `netid:${id}`;
 export const projectKey = (project: string) => `project:${project}`;
 /** An image that exists only where it was built, loaded, committed or imported (no registry has it). */
 export const localImageKey = (ref: string) => `image:${normalizeImageRef(ref)}`;
-
-/** The host for a new network or volume: its compose project's host, else the strategy's pick. */
-export async function placeResource(ctx: FlockerContext, labels: Record<string, string> | null | undefined): Promise<Host> {
-  const project = labels?.[PROJECT_LABEL];
-  if (project) {
-    const name = await ctx.store.get(projectKey(project));
-    const host = name ? ctx.cluster.byName(name) : undefined;
-    if (host && host.status.state === "healthy") return host;
-  }
-  const host = rankHosts(ctx.cluster.schedulable(), ctx.strategy, { holdsImage: () => false })[0];
-  if (!host) throw new DockerError(503, "flocker: no healthy Docker host is available");
-  if (project) await ctx.store.set(projectKey(project), host.name);
-  return host;
-}
 
 interface CreateShape {
   Image?: string;
@@ -46,27 +36,45 @@ interface CreateShape {
   NetworkingConfig?: { EndpointsConfig?: Record<string, unknown> | null } | null;
 }
 
-/**
- * The host a new container must go to, if anything it uses pins it; with the reason, so a
- * refusal can say what could not be satisfied.
- */
-export async function pinnedHost(ctx: FlockerContext, body: CreateShape): Promise<{ host: Host; why: string } | undefined> {
-  const pins: { hostName: string; why: string }[] = [];
+interface Pin {
+  hostName: string;
+  why: string;
+}
+
+export interface Placement {
+  /** The host the container must go to, if something it uses already lives somewhere. */
+  pinned?: { host: Host; why: string };
+  /** Keys of resources it uses that are not pinned yet: claimed for the chosen host. */
+  claims: { key: string; why: string }[];
+}
+
+async function networkName(ctx: FlockerContext, ref: string): Promise<string> {
+  return (await ctx.store.get(networkIdKey(ref))) ?? ref;
+}
+
+export async function placementOf(ctx: FlockerContext, body: CreateShape): Promise<Placement> {
+  const pins: Pin[] = [];
+  const claims: Placement["claims"] = [];
   const hc = body.HostConfig ?? {};
+  const uses: { key: string; why: string }[] = [];
   const volumes = [
     ...(hc.Binds ?? []).map((b) => b.split(":")[0]).filter((s) => s && !s.startsWith("/")),
     ...(hc.Mounts ?? []).filter((m) => (m.Type ?? "volume") === "volume" && m.Source).map((m) => m.Source!),
   ];
-  for (const v of volumes) {
-    const h = await ctx.store.get(resourceKey("vol", v));
-    if (h) pins.push({ hostName: h, why: `volume ${v}` });
-  }
+  for (const v of volumes) uses.push({ key: pinKey("vol", v), why: `volume ${v}` });
   const networks = new Set(Object.keys(body.NetworkingConfig?.EndpointsConfig ?? {}));
   if (hc.NetworkMode && !hc.NetworkMode.includes(":")) networks.add(hc.NetworkMode);
   for (const n of networks) {
     if (PREDEFINED_NETWORKS.has(n)) continue;
-    const h = await ctx.store.get(resourceKey("net", n));
-    if (h) pins.push({ hostName: h, why: `network ${n}` });
+    const name = await networkName(ctx, n);
+    uses.push({ key: pinKey("net", name), why: `network ${name}` });
+  }
+  const project = body.Labels?.[PROJECT_LABEL];
+  if (project) uses.push({ key: projectKey(project), why: `compose project ${project}` });
+  for (const use of uses) {
+    const hostName = await ctx.store.get(use.key);
+    if (hostName) pins.push({ hostName, why: use.why });
+    else claims.push(use);
   }
   const containerRefs = [
     ...[hc.NetworkMode, hc.PidMode, hc.IpcMode].filter((m) => m?.startsWith("container:")).map((m) => m!.slice(10)),
@@ -81,18 +89,41 @@ export async function pinnedHost(ctx: FlockerContext, body: CreateShape): Promis
     const h = await ctx.store.get(localImageKey(body.Image));
     if (h) pins.push({ hostName: h, why: `image ${body.Image} (built or loaded there)` });
   }
-  const project = body.Labels?.[PROJECT_LABEL];
-  if (!pins.length && project) {
-    const h = await ctx.store.get(projectKey(project));
-    if (h) pins.push({ hostName: h, why: `compose project ${project}` });
-  }
-  if (!pins.length) return undefined;
-  const first = pins[0];
-  const clash = pins.find((p) => p.hostName !== first.hostName);
+  if (!pins.length) return { claims };
+  // A compose project pin yields to a concrete resource's pin.
+  const strong = pins.filter((p) => !p.why.startsWith("compose project"));
+  const decisive = strong.length ? strong : pins;
+  const first = decisive[0];
+  const clash = decisive.find((p) => p.hostName !== first.hostName);
   if (clash) {
     throw new DockerError(409, `flocker: ${first.why} is on host ${first.hostName} but ${clash.why} is on host ${clash.hostName}; one container cannot use both`);
   }
   const host = ctx.cluster.byName(first.hostName);
   if (!host) throw new DockerError(503, `flocker: ${first.why} is on host ${first.hostName}, which is no longer in the flock`);
-  return { host, why: first.why };
+  return { pinned: { host, why: first.why }, claims };
+}
+
+/**
+ * Pin the unpinned resources a new container uses to the host chosen for it. When a concurrent
+ * create pinned one first, the container follows that pin instead (if nothing else holds it).
+ */
+export async function claimFor(ctx: FlockerContext, placement: Placement, chosen: Host): Promise<Host> {
+  let host = chosen;
+  let movable = !placement.pinned;
+  for (const claim of placement.claims) {
+    if (await ctx.store.setIfAbsent(claim.key, host.name)) {
+      movable = false;
+      continue;
+    }
+    const winner = await ctx.store.get(claim.key);
+    if (!winner || winner === host.name || claim.why.startsWith("compose project")) continue;
+    const other = ctx.cluster.byName(winner);
+    if (movable && other) {
+      host = other;
+      movable = false;
+      continue;
+    }
+    throw new DockerError(409, `flocker: ${claim.why} was just placed on host ${winner}, not ${host.name}; retry the create`);
+  }
+  return host;
 }

@@ -1,6 +1,9 @@
 import Redis from "ioredis";
 import { StoreUnavailableError, type Store } from "./types.ts";
 
+/** How long a call waits for a (re)connection before answering "store unavailable". */
+const CONNECT_WAIT_MS = 2000;
+
 /** The namespace every flocker key gets in Redis unless told otherwise. */
 export const DEFAULT_REDIS_PREFIX = "flocker:";
 
@@ -16,6 +19,7 @@ export interface RedisStoreOptions {
 export class RedisStore implements Store {
   readonly redis: Redis;
   readonly prefix: string;
+  #waiting?: Promise<void>;
 
   constructor(url: string, options: RedisStoreOptions = {}) {
     this.prefix = options.prefix ?? DEFAULT_REDIS_PREFIX;
@@ -32,8 +36,36 @@ export class RedisStore implements Store {
     this.redis.on("error", () => {});
   }
 
+  /**
+   * Wait for the connection (the first calls come right after start, e.g. the routing rebuild;
+   * without the offline queue they would fail at once). Gives up at the next connection error or
+   * after CONNECT_WAIT_MS, so a Redis that is down still fails fast.
+   */
+  #connected(): Promise<void> {
+    const redis = this.redis;
+    if (redis.status === "ready") return Promise.resolve();
+    if (redis.status === "end") return Promise.reject(new Error("connection closed"));
+    // One wait shared by every call made meanwhile.
+    return this.#waiting ??= new Promise<void>((resolve, reject) => {
+      const done = (err?: Error) => {
+        clearTimeout(timer);
+        redis.off("ready", onReady);
+        redis.off("error", onError);
+        this.#waiting = undefined;
+        if (err) reject(err);
+        else resolve();
+      };
+      const onReady = () => done();
+      const onError = (err: Error) => done(err);
+      const timer = setTimeout(() => done(new Error(`not connected (${redis.status})`)), CONNECT_WAIT_MS);
+      redis.once("ready", onReady);
+      redis.once("error", onError);
+    });
+  }
+
   async #run<T>(op: () => Promise<T>): Promise<T> {
     try {
+      await this.#connected();
       return await op();
     } catch (err) {
       throw new StoreUnavailableError(`routing store unreachable (redis): ${(err as Error).message}`);

@@ -18,7 +18,8 @@ export interface MergeOptions {
   tagIds?: boolean;
   /** Called per parsed line (e.g. to notice an error or a completed pull). */
   onLine?: (host: Host, line: Record<string, unknown>) => void;
-  onDone?: (host: Host, failed: boolean) => void;
+  /** Called when a host's stream ends; a returned promise is awaited before the merged stream may close. */
+  onDone?: (host: Host, failed: boolean) => void | Promise<void>;
 }
 
 export function mergeProgress(sources: ProgressSource[], options: MergeOptions = {}): ReadableStream<Uint8Array> {
@@ -37,7 +38,7 @@ export function mergeProgress(sources: ProgressSource[], options: MergeOptions =
         if (source.error || !source.body) {
           const message = source.error ?? "no response";
           controller.enqueue(encoder.encode(progressErrorLine(tagIds ? `${host.name}: ${message}` : message)));
-          options.onDone?.(host, true);
+          Promise.resolve(options.onDone?.(host, true)).catch(() => {});
           finish();
           continue;
         }
@@ -87,7 +88,9 @@ export function mergeProgress(sources: ProgressSource[], options: MergeOptions =
               controller.enqueue(encoder.encode(progressErrorLine(`${host.name}: stream broken: ${(err as Error).message}`)));
             } catch { /* client gone */ }
           }
-          options.onDone?.(host, failed);
+          try {
+            await options.onDone?.(host, failed);
+          } catch { /* bookkeeping only: the stream still ends */ }
           finish();
         })();
       }
