@@ -16,6 +16,8 @@ if [[ ! -x $BUN ]]; then
   exit 1
 fi
 
+bash scripts/system-deps.sh
+
 started=0
 if [[ -n ${FLOCKER_TEST_DIR:-} && -f $FLOCKER_TEST_DIR/env ]]; then
   envfile=$FLOCKER_TEST_DIR/env

@@ -101,7 +101,10 @@ function rawExchange(port: number, head: string) {
     if (Buffer.concat(chunks).includes("\r\n\r\n")) onHead();
   });
   sock.on("error", () => {});
-  const closed = new Promise<void>((r) => sock.on("close", () => r()));
+  const closed = new Promise<void>((r) => {
+    sock.on("end", () => r());
+    sock.on("close", () => r());
+  });
   sock.on("connect", () => sock.write(head));
   return { sock, headSeen, closed, text: () => Buffer.concat(chunks).toString("latin1") };
 }
