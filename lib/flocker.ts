@@ -81,11 +81,17 @@ export function buildFlocker(options: CoreOptions): Flocker {
       await Promise.all(added.map((h) => cluster.probe(h)));
     }
   };
+  let inventoryTimer: ReturnType<typeof setInterval> | undefined;
   const ready = (async () => {
     await refreshInventory().catch(() => {});
     await cluster.probeAll();
     await locator.rebuild().catch(() => {});
     cluster.start();
+    // The list hook is the inventory: asked again every probe interval, so hosts join and leave live.
+    if (hooks.list) {
+      inventoryTimer = setInterval(() => void refreshInventory().catch(() => {}), cluster.probeIntervalMs);
+      (inventoryTimer as { unref?: () => void }).unref?.();
+    }
   })();
 
   const app = new Hono({ getPath: (req) => stripApiVersion(getPath(req)) });
@@ -124,6 +130,7 @@ export function buildFlocker(options: CoreOptions): Flocker {
     store,
     ready,
     async close() {
+      if (inventoryTimer) clearInterval(inventoryTimer);
       cluster.stop();
       await store.close?.();
     },

@@ -37,6 +37,7 @@ export function createFlocker(options: FlockerOptions = {}): Flocker {
 }
 
 export { serve, type ServeOptions, type RunningServer } from "./adapter/node-server.ts";
+export { default, default as flocker, type SeedFlocker, type SeedHandlers } from "./adapter/seed.ts";
 export type { Flocker } from "./flocker.ts";
 export type { Hooks, AllocateInfo, RegistryCredentials, PullMode } from "./context.ts";
 export type { Store } from "./store/types.ts";

@@ -6,6 +6,7 @@ import type { FlockerContext } from "../context.ts";
 import type { Host } from "../cluster/host.ts";
 import { rankHosts } from "../cluster/scheduler.ts";
 import { claimFor, placementOf } from "../cluster/placement.ts";
+import { parseConstraints, satisfies } from "../cluster/constraints.ts";
 import { DockerError } from "../errors.ts";
 import { fanoutJson } from "../upstream/fanout.ts";
 import { forward } from "../upstream/forward.ts";
@@ -90,22 +91,37 @@ export function containerRoutes(ctx: FlockerContext) {
   }
 
   async function pickHost(body: CreateBody, name: string | undefined): Promise<Host> {
-    const chosen = await ctx.hooks.allocate?.({ name, container: body });
+    let chosen: string | undefined | void;
+    try {
+      chosen = await ctx.hooks.allocate?.({ name, container: body });
+    } catch (err) {
+      throw new DockerError(403, `flocker: allocate refused the container: ${(err as Error)?.message ?? err}`);
+    }
     if (chosen) {
       const host = cluster.byName(chosen) ?? cluster.byName(ctx.parseAddress(chosen).address);
       if (!host) throw new DockerError(403, `flocker: allocate chose ${chosen}, which is not a host of the flock`);
       return host;
     }
+    const rules = parseConstraints(body).filter((c) => c.kind === "constraint");
+    const refused = (host: Host) => rules.find((c) => !satisfies(host, c));
     const placement = await placementOf(ctx, body as Parameters<typeof placementOf>[1]);
     if (placement.pinned) {
       const { host, why } = placement.pinned;
       if (host.status.state !== "healthy") {
         throw new DockerError(503, `flocker: ${why} lives on host ${host.name}, which is ${host.status.state}`);
       }
+      const rule = refused(host);
+      if (rule) throw new DockerError(409, `flocker: ${why} lives on host ${host.name}, which does not satisfy ${rule.text}`);
       return claimFor(ctx, placement, host);
     }
     let candidates = cluster.schedulable();
     if (!candidates.length) throw new DockerError(503, "flocker: no healthy Docker host can take a new container");
+    if (rules.length) {
+      candidates = candidates.filter((h) => !refused(h));
+      if (!candidates.length) {
+        throw new DockerError(409, `flocker: no healthy host satisfies ${rules.map((r) => r.text).join(", ")}`);
+      }
+    }
     const image = body.Image;
     if (image) {
       // After the dance's pull, the retry goes where the image was pulled for it: a want marked

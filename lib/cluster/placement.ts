@@ -9,6 +9,7 @@ import type { FlockerContext } from "../context.ts";
 import type { Host } from "./host.ts";
 import { normalizeImageRef } from "./cluster.ts";
 import { DockerError } from "../errors.ts";
+import { parseConstraints } from "./constraints.ts";
 
 export const PROJECT_LABEL = "com.docker.compose.project";
 const PREDEFINED_NETWORKS = new Set(["default", "bridge", "host", "none"]);
@@ -23,6 +24,7 @@ export const localImageKey = (ref: string) => `image:${normalizeImageRef(ref)}`;
 
 interface CreateShape {
   Image?: string;
+  Env?: string[] | null;
   Labels?: Record<string, string> | null;
   HostConfig?: {
     Binds?: string[] | null;
@@ -80,6 +82,7 @@ export async function placementOf(ctx: FlockerContext, body: CreateShape): Promi
     ...[hc.NetworkMode, hc.PidMode, hc.IpcMode].filter((m) => m?.startsWith("container:")).map((m) => m!.slice(10)),
     ...(hc.VolumesFrom ?? []).map((v) => v.split(":")[0]),
     ...(hc.Links ?? []).map((l) => l.split(":")[0]),
+    ...parseConstraints(body).filter((c) => c.kind === "affinity" && c.key === "container" && !c.negate).map((c) => c.value),
   ];
   for (const ref of containerRefs) {
     const found = await ctx.locator.container(ref).catch(() => undefined);

@@ -1,0 +1,119 @@
+/**
+ * Issue 5: the library APIs. The seed example (node:http + handle) under Bun and Deno, a Hono app
+ * with its own route plus mounted flocker, and Swarm-style constraints.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { Hono } from "hono";
+import { createFlocker } from "../../lib/mod.ts";
+import {
+  CLIS, docker, freePort, hostOf, removeContainers, ROOT, RUNTIMES, type RunningFlocker, startFlocker, testEnv, uniq,
+} from "./harness.ts";
+
+const cli = CLIS[CLIS.length - 1].path;
+
+for (const runtime of RUNTIMES) {
+  test(`seed example (${runtime}): allocate forces host 3 and adds an env var; list; set/get/delete; handle()`, async () => {
+    const port = await freePort();
+    const bin = join(ROOT, "node_modules/.bin", runtime);
+    const args = runtime === "bun" ? ["run"] : ["run", "-A"];
+    const proc = Bun.spawn([bin, ...args, "tests/fixtures/seed-example.ts"], {
+      cwd: ROOT,
+      env: {
+        PATH: process.env.PATH!,
+        PORT: String(port),
+        FLOCKER_EXAMPLE_HOSTS: testEnv.hosts.join(","),
+        FLOCKER_EXAMPLE_TARGET: testEnv.hosts[2],
+      },
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const prefix = uniq(`seed-${runtime}`);
+    try {
+      const host = `tcp://127.0.0.1:${port}`;
+      const deadline = Date.now() + 20_000;
+      while ((await fetch(`http://127.0.0.1:${port}/_ping`).catch(() => null))?.status !== 200) {
+        if (Date.now() > deadline) throw new Error("seed example did not start");
+        await Bun.sleep(100);
+      }
+      const run = await docker(cli, host, ["run", "--name", `${prefix}-a`, testEnv.image, "sh", "-c", "echo $ALLOCATED_BY"]);
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stdout.trim()).toBe("seed-example");
+      expect(await hostOf(`${prefix}-a`)).toBe(testEnv.hosts[2]);
+      // Hijacked streams through handle(): stdin piped in, output back.
+      const piped = await docker(cli, host, ["run", "--rm", "-i", testEnv.image, "cat"], { input: "through-handle\n" });
+      expect(piped.stdout).toBe("through-handle\n");
+      // Routing state lives in the user's object store: name lookups work.
+      expect((await docker(cli, host, ["rm", `${prefix}-a`])).code).toBe(0);
+    } finally {
+      proc.kill();
+      await proc.exited;
+      await removeContainers(prefix);
+    }
+  });
+}
+
+describe("createFlocker mounted in a Hono app", () => {
+  let server: ReturnType<typeof Bun.serve>;
+  const flocker = createFlocker({ hosts: testEnv.hosts });
+  beforeAll(() => {
+    const app = new Hono();
+    app.get("/hello", (c) => c.text("hello from the app"));
+    app.mount("/", flocker.fetch);
+    server = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: app.fetch });
+  });
+  afterAll(async () => {
+    server.stop(true);
+    await flocker.close();
+  });
+
+  test("answers its own /hello and docker ps", async () => {
+    expect(await (await fetch(`http://127.0.0.1:${server.port}/hello`)).text()).toBe("hello from the app");
+    const ps = await docker(cli, `tcp://127.0.0.1:${server.port}`, ["ps", "-a", "--format", "{{.ID}}"]);
+    expect(ps.code, ps.stderr).toBe(0);
+    const info = await docker(cli, `tcp://127.0.0.1:${server.port}`, ["info", "--format", "{{.Name}}"]);
+    expect(info.stdout.trim()).toBe("flocker");
+  });
+});
+
+describe("constraints and strategies through flocker", () => {
+  let f: RunningFlocker;
+  const prefix = uniq("constraint");
+  beforeAll(async () => {
+    f = await startFlocker("bun", { FLOCKER_HOSTS: `one=${testEnv.hosts[0]},two=${testEnv.hosts[1]},three=${testEnv.hosts[2]}` });
+  });
+  afterAll(async () => {
+    await removeContainers(prefix);
+    await f.stop();
+  });
+  const run = (args: string[]) => docker(cli, f.dockerHost, args);
+
+  test("constraint:node==ADDRESS and ==NAME land on that host; != avoids it", async () => {
+    for (let i = 0; i < 3; i++) {
+      const name = `${prefix}-addr${i}`;
+      const r = await run(["run", "-d", "--name", name, "-e", `constraint:node==${testEnv.hosts[1]}`, testEnv.image, "true"]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(await hostOf(name)).toBe(testEnv.hosts[1]);
+    }
+    const byName = `${prefix}-name`;
+    expect((await run(["run", "-d", "--name", byName, "-e", "constraint:node==three", testEnv.image, "true"])).code).toBe(0);
+    expect(await hostOf(byName)).toBe(testEnv.hosts[2]);
+    for (let i = 0; i < 4; i++) {
+      const name = `${prefix}-not${i}`;
+      expect((await run(["run", "-d", "--name", name, "-e", "constraint:node!=one", testEnv.image, "true"])).code).toBe(0);
+      expect(await hostOf(name)).not.toBe(testEnv.hosts[0]);
+    }
+  });
+
+  test("engine labels and container affinity; an impossible constraint is refused by name", async () => {
+    const ssd = `${prefix}-ssd`;
+    expect((await run(["run", "-d", "--name", ssd, "-e", "constraint:storage==ssd", testEnv.image, "true"])).code).toBe(0);
+    expect(await hostOf(ssd)).toBe(testEnv.hosts[0]);
+    const buddy = `${prefix}-buddy`;
+    expect((await run(["run", "-d", "--name", buddy, "-e", `affinity:container==${prefix}-name`, testEnv.image, "true"])).code).toBe(0);
+    expect(await hostOf(buddy)).toBe(testEnv.hosts[2]);
+    const none = await run(["run", "--name", `${prefix}-none`, "-e", "constraint:node==nowhere", testEnv.image, "true"]);
+    expect(none.code).not.toBe(0);
+    expect(none.stderr).toContain("constraint:node==nowhere");
+  });
+});
