@@ -1,7 +1,7 @@
 /** flocker's entry: read configuration, build the flock, serve it. Runs under Bun, Deno and Node. */
 import process from "node:process";
 import { readFileSync } from "node:fs";
-import { ConfigError, isLoopback, loadConfig } from "./lib/config.ts";
+import { ConfigError, isLoopback, loadConfig, policyOf } from "./lib/config.ts";
 import { createFlocker, serve } from "./lib/mod.ts";
 import { registryAuthFromFile } from "./lib/adapter/registry-auth.ts";
 
@@ -36,6 +36,7 @@ const flocker = createFlocker({
   strategy: config.FLOCKER_STRATEGY,
   pull: config.FLOCKER_PULL,
   probeIntervalMs: config.FLOCKER_PROBE_INTERVAL,
+  policy: policyOf(config),
   engineTls,
   hooks: config.FLOCKER_REGISTRY_AUTH ? { registryAuth: registryAuthFromFile(config.FLOCKER_REGISTRY_AUTH) } : {},
 });

@@ -5,6 +5,7 @@
 import { z } from "zod";
 import { parseHostAddress } from "./cluster/host.ts";
 import { STRATEGIES } from "./cluster/scheduler.ts";
+import { parseAllowList, type Policy } from "./api/policy.ts";
 
 const bool = z.enum(["1", "0", "true", "false", "yes", "no", ""]).transform((v) => v === "1" || v === "true" || v === "yes");
 
@@ -45,6 +46,18 @@ export const configSchema = z.object({
   FLOCKER_TLS_CA: z.string().optional(),
   FLOCKER_HOST_CERT_PATH: z.string().optional(),
   FLOCKER_INSECURE: bool.default(false),
+  FLOCKER_READ_ONLY: bool.default(false),
+  FLOCKER_ALLOW: z.string().optional().superRefine((v, ctx) => {
+    if (!v) return;
+    try {
+      parseAllowList(v);
+    } catch (err) {
+      ctx.addIssue({ code: "custom", message: (err as Error).message });
+    }
+  }),
+  FLOCKER_DENY_PRIVILEGED: bool.default(false),
+  FLOCKER_DENY_HOST_NAMESPACES: bool.default(false),
+  FLOCKER_BIND_DIRS: z.string().optional(),
 });
 
 export type Config = z.output<typeof configSchema>;
@@ -86,4 +99,15 @@ export function loadConfig(env: Record<string, string | undefined>, argv: string
 export function isLoopback(listen: Config["FLOCKER_LISTEN"]): boolean {
   if ("path" in listen) return true;
   return /^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(listen.host);
+}
+
+/** The access policy the configuration asks for. */
+export function policyOf(config: Config): Policy {
+  return {
+    readOnly: config.FLOCKER_READ_ONLY,
+    allow: config.FLOCKER_ALLOW ? parseAllowList(config.FLOCKER_ALLOW) : undefined,
+    denyPrivileged: config.FLOCKER_DENY_PRIVILEGED,
+    denyHostNamespaces: config.FLOCKER_DENY_HOST_NAMESPACES,
+    allowedBindDirs: config.FLOCKER_BIND_DIRS ? config.FLOCKER_BIND_DIRS.split(",").map((s) => s.trim()).filter(Boolean) : undefined,
+  };
 }

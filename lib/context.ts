@@ -4,6 +4,7 @@ import type { HostAddress } from "./cluster/host.ts";
 import type { Locator } from "./cluster/locator.ts";
 import type { Strategy } from "./cluster/scheduler.ts";
 import type { Store } from "./store/types.ts";
+import type { Policy } from "./api/policy.ts";
 
 /** Credentials for a registry, as docker's X-Registry-Auth carries them. */
 export interface RegistryCredentials {
@@ -33,6 +34,7 @@ export interface Hooks {
 export type PullMode = "client" | "auto";
 
 export interface FlockerContext {
+  policy: Policy;
   cluster: Cluster;
   store: Store;
   locator: Locator;

@@ -8,6 +8,7 @@ import { Locator } from "./cluster/locator.ts";
 import type { Strategy } from "./cluster/scheduler.ts";
 import type { FlockerContext, Hooks, PullMode } from "./context.ts";
 import { DockerError, errorResponse } from "./errors.ts";
+import { hostDown } from "./upstream/forward.ts";
 import { MemoryStore } from "./store/memory.ts";
 import { StoreUnavailableError, type Store } from "./store/types.ts";
 import { systemRoutes } from "./api/system.ts";
@@ -21,6 +22,7 @@ import { networkRoutes } from "./api/networks.ts";
 import { unsupportedRoutes } from "./api/unsupported.ts";
 import { hijackHost, isHijackPath } from "./api/hijack.ts";
 import { checkApiVersion, stripApiVersion } from "./api/version.ts";
+import { checkRequest, type Policy } from "./api/policy.ts";
 
 export interface CoreOptions {
   /** Engine addresses (`127.0.0.1:2375`, `tcp://`, `unix:///path`, `https://`, optionally `name=address`). */
@@ -33,6 +35,8 @@ export interface CoreOptions {
   hooks?: Hooks;
   probeIntervalMs?: number;
   probeTimeoutMs?: number;
+  /** Who may do what (read-only, allow-lists, container restrictions). */
+  policy?: Policy;
 }
 
 export interface Flocker {
@@ -65,7 +69,9 @@ export function buildFlocker(options: CoreOptions): Flocker {
   const store: Store = options.store ?? new MemoryStore();
   const locator = new Locator(store, cluster);
   const hooks = options.hooks ?? {};
+  const policy = options.policy ?? {};
   const ctx: FlockerContext = {
+    policy,
     cluster,
     store,
     locator,
@@ -96,8 +102,10 @@ export function buildFlocker(options: CoreOptions): Flocker {
 
   const app = new Hono({ getPath: (req) => stripApiVersion(getPath(req)) });
   app.use(async (c, next) => {
+    const pathname = new URL(c.req.url).pathname;
+    checkRequest(policy, c.req.method, pathname);
     await ready;
-    checkApiVersion(new URL(c.req.url).pathname, cluster.apiVersion(), compareVersions);
+    checkApiVersion(pathname, cluster.apiVersion(), compareVersions);
     await next();
   });
   app.route("/", systemRoutes(ctx));
@@ -117,9 +125,11 @@ export function buildFlocker(options: CoreOptions): Flocker {
     app,
     async hijack(pathname) {
       try {
+        checkRequest(policy, "POST", pathname);
         await ready;
         checkApiVersion(pathname, cluster.apiVersion(), compareVersions);
         const host = await hijackHost(ctx, pathname);
+        if (host?.status.state === "unhealthy") return hostDown(host);
         return host ?? errorResponse(404, "page not found");
       } catch (err) {
         return toResponse(err);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real-engine test bed for flocker, on loopback.
 #
-#   scripts/cluster.sh up | down | env | status
+#   scripts/cluster.sh up | down | env | status | start-engine N
 #
 # Starts $ENGINES dockerd instances (each with its own managed containerd), a
 # docker-registry with htpasswd auth and a redis-server, imports a tiny busybox
@@ -492,10 +492,22 @@ with_lock() {
   "$@"
 }
 
+# Start engine N again after a test killed it (same flags, same data), and wait for it to answer.
+cmd_start_engine() {
+  local i=${1:?engine number} deadline=$((SECONDS + PING_TIMEOUT))
+  engine_ping "$i" && return 0
+  start_engine "$i"
+  until engine_ping "$i"; do
+    if ((SECONDS >= deadline)); then tail -n 30 "$(engine_dir "$i")/log" >&2; die "engine e$i did not come back"; fi
+    sleep 0.3
+  done
+}
+
 case ${1:-} in
+  start-engine) cmd_start_engine "${2:-}" ;;
   up) with_lock cmd_up ;;
   down) with_lock cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
-  *) echo "usage: $0 up|down|env|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|env|status|start-engine N" >&2; exit 2 ;;
 esac

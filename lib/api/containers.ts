@@ -7,9 +7,11 @@ import type { Host } from "../cluster/host.ts";
 import { rankHosts } from "../cluster/scheduler.ts";
 import { claimFor, placementOf } from "../cluster/placement.ts";
 import { parseConstraints, satisfies } from "../cluster/constraints.ts";
+import { checkContainer } from "./policy.ts";
 import { DockerError } from "../errors.ts";
 import { fanoutJson } from "../upstream/fanout.ts";
-import { forward } from "../upstream/forward.ts";
+import { forward, hasBody } from "../upstream/forward.ts";
+import type { Located } from "../cluster/locator.ts";
 import { pullOnHost, WANT_PENDING, WANT_PULLED, WANT_TTL_SECONDS, wantKey } from "./images.ts";
 
 /** The fields of a create body flocker reads; everything else passes through untouched. */
@@ -55,7 +57,13 @@ export function containerRoutes(ctx: FlockerContext) {
   async function reserveName(name: string): Promise<string> {
     for (let attempt = 0; attempt < 3; attempt++) {
       const token = `pending:${crypto.randomUUID()}`;
-      if (await store.setIfAbsent(`name:${name}`, token, RESERVATION_TTL_SECONDS)) return token;
+      if (await store.setIfAbsent(`name:${name}`, token, RESERVATION_TTL_SECONDS)) {
+        // The store knows only flocker's own containers: one made on an engine directly may hold it.
+        const outside = await heldOnAHost(name);
+        if (!outside) return token;
+        await locator.recordContainer(outside.id, outside.host, name); // replaces the reservation
+        throw conflict(name, outside.id);
+      }
       const holder = await store.get(`name:${name}`);
       if (holder === null) continue;
       if (holder.startsWith("pending:")) throw conflict(name, "(being created)");
@@ -63,6 +71,13 @@ export function containerRoutes(ctx: FlockerContext) {
       await locator.forgetContainer(holder, name);
     }
     throw conflict(name, "(being created)");
+  }
+
+  /** The container an engine holds under exactly this name (not an id prefix), asked of every healthy host. */
+  async function heldOnAHost(name: string): Promise<{ host: Host; id: string } | undefined> {
+    const { answers } = await fanoutJson<{ Id: string; Name?: string }>(cluster.healthy(), `/containers/${encodeURIComponent(name)}/json`);
+    const hit = answers.find((a) => a.status === 200 && a.body.Name === `/${name}`);
+    return hit && { host: hit.host, id: hit.body.Id };
   }
 
   async function stillExists(id: string): Promise<boolean> {
@@ -142,6 +157,7 @@ export function containerRoutes(ctx: FlockerContext) {
       throw new DockerError(400, `invalid container config: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
     }
     const body = parsed.data;
+    checkContainer(ctx.policy, body as Parameters<typeof checkContainer>[1]);
     const rawName = c.req.query("name");
     if (rawName && !NAME.test(rawName)) {
       throw new DockerError(400, `Invalid container name (${rawName}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);
@@ -195,9 +211,27 @@ export function containerRoutes(ctx: FlockerContext) {
     return c.json(limit > 0 ? list.slice(0, limit) : list);
   });
 
-  app.delete("/containers/:ref", async (c) => {
-    const found = await locator.container(c.req.param("ref"));
+  /**
+   * Forward to the container's host. A recorded location may be stale (the container was removed, or
+   * made again elsewhere, behind flocker's back): on the engine's "No such container", forget it and,
+   * for a request without a body (it can be sent again), ask the hosts and retry where it is now.
+   */
+  async function forwardToContainer(c: Context): Promise<{ found: Located; res: Response }> {
+    const ref = c.req.param("ref") ?? "";
+    const found = await locator.container(ref);
     const res = await forward(found.host, c.req.raw);
+    if (res.status !== 404 || hasBody(c.req.raw)) return { found, res };
+    const text = await res.text();
+    const original = new Response(text, { status: res.status, statusText: res.statusText, headers: res.headers });
+    if (!text.includes("No such container")) return { found, res: original };
+    await locator.forgetContainer(found.id, found.name);
+    const moved = await locator.container(ref).catch(() => undefined);
+    if (!moved || (moved.host === found.host && moved.id === found.id)) return { found, res: original };
+    return { found: moved, res: await forward(moved.host, c.req.raw) };
+  }
+
+  app.delete("/containers/:ref", async (c) => {
+    const { found, res } = await forwardToContainer(c);
     if (res.status === 204) {
       await locator.forgetContainer(found.id, found.name);
       found.host.status.containers = Math.max(0, found.host.status.containers - 1);
@@ -207,7 +241,13 @@ export function containerRoutes(ctx: FlockerContext) {
 
   app.post("/containers/:ref/exec", async (c) => {
     const found = await locator.container(c.req.param("ref"));
-    const res = await forward(found.host, c.req.raw);
+    let body: string | undefined;
+    if (ctx.policy.denyPrivileged) {
+      const config = await readJsonBody(c) as { Privileged?: boolean };
+      checkContainer(ctx.policy, config);
+      body = JSON.stringify(config);
+    }
+    const res = await forward(found.host, c.req.raw, body === undefined ? {} : { body, headers: { "content-type": "application/json" } });
     if (res.status !== 201) return res;
     const answer = await res.json() as { Id: string };
     await locator.recordExec(answer.Id, found.host);
@@ -233,10 +273,7 @@ export function containerRoutes(ctx: FlockerContext) {
     }
   });
 
-  app.all("/containers/:ref/*", async (c) => {
-    const found = await locator.container(c.req.param("ref"));
-    return forward(found.host, c.req.raw);
-  });
+  app.all("/containers/:ref/*", async (c) => (await forwardToContainer(c)).res);
 
   return app;
 }

@@ -56,12 +56,12 @@ export class Cluster {
 
   /** Hosts that answer: fan-outs go to these. */
   healthy(): Host[] {
-    return this.hosts.filter((h) => h.status.state === "healthy");
+    return this.hosts.filter((h) => h.status.state !== "unhealthy");
   }
 
-  /** Hosts that may receive new containers. */
+  /** Hosts that may receive new containers: healthy (a recovering host must answer twice), not drained. */
   schedulable(): Host[] {
-    return this.healthy().filter((h) => !h.status.drained);
+    return this.hosts.filter((h) => h.status.state === "healthy" && !h.status.drained);
   }
 
   /** The lowest API version among answering hosts, so clients never speak past the oldest engine. */
@@ -98,8 +98,10 @@ export class Cluster {
       s.version = version.body.Version;
       s.containers = info.body.Containers ?? 0;
       s.labels = info.body.Labels ?? [];
-      s.state = "healthy";
+      // Back from a failure: recovering until the next probe also answers.
+      s.state = s.state === "unhealthy" ? "recovering" : "healthy";
       s.failures = 0;
+      s.nextProbe = 0;
       s.lastSeen = Date.now();
       if (images.status === 200 && Array.isArray(images.body)) {
         const set = new Set<string>();
@@ -119,10 +121,13 @@ export class Cluster {
     s.failures++;
     s.lastError = err instanceof Error ? err.message : String(err);
     s.state = "unhealthy";
+    // Back off: a dead host is asked less and less often (up to every 30 s).
+    s.nextProbe = Date.now() + Math.min(30_000, this.probeIntervalMs * 2 ** (s.failures - 1));
   }
 
   probeAll(): Promise<void> {
-    return Promise.all(this.hosts.map((h) => this.probe(h))).then(() => {});
+    const now = Date.now();
+    return Promise.all(this.hosts.filter((h) => !(h.status.nextProbe! > now)).map((h) => this.probe(h))).then(() => {});
   }
 
   start() {

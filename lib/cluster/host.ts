@@ -25,6 +25,8 @@ export interface HostStatus {
   lastError?: string;
   lastSeen?: number;
   failures: number;
+  /** Not probed again before this time (ms since epoch): backoff while unhealthy. */
+  nextProbe?: number;
   drained: boolean;
 }
 

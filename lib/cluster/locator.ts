@@ -4,7 +4,7 @@
  */
 import type { Cluster } from "./cluster.ts";
 import type { Host } from "./host.ts";
-import type { Store } from "../store/types.ts";
+import { StoreUnavailableError, type Store } from "../store/types.ts";
 import { DockerError, noSuchContainer, noSuchExec } from "../errors.ts";
 import { fanoutJson, messageOf } from "../upstream/fanout.ts";
 
@@ -15,6 +15,7 @@ export interface Located {
 }
 
 const FULL_ID = /^[0-9a-f]{64}$/;
+const REF = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 
 export class Locator {
   /** id -> host name, for prefix lookups (the store has no scan). */
@@ -59,7 +60,19 @@ export class Locator {
 
   async container(ref: string): Promise<Located> {
     const key = ref.replace(/^\//, "");
-    if (!key || key.includes("/")) throw noSuchContainer(ref);
+    // Names and ids only: nothing that could reshape the path sent to an engine.
+    if (!REF.test(key)) throw noSuchContainer(ref);
+    try {
+      const known = await this.#known(key);
+      if (known) return known;
+    } catch (err) {
+      // Store down: the hosts are the truth, ask them.
+      if (!(err instanceof StoreUnavailableError)) throw err;
+    }
+    return this.#ask(key, ref);
+  }
+
+  async #known(key: string): Promise<Located | undefined> {
     const byId = FULL_ID.test(key) ? await this.#fromRecord(key) : undefined;
     if (byId) return byId;
     const named = await this.store.get(`name:${key}`);
@@ -74,7 +87,7 @@ export class Locator {
         if (found) return found;
       }
     }
-    return this.#ask(key, ref);
+    return undefined;
   }
 
   async #fromRecord(id: string): Promise<Located | undefined> {
@@ -96,7 +109,7 @@ export class Locator {
     if (found.length === 1) {
       const { host, body } = found[0];
       const name = body.Name?.replace(/^\//, "");
-      await this.recordContainer(body.Id, host, name);
+      await this.recordContainer(body.Id, host, name).catch(() => {}); // best effort: the store may be down
       return { host, id: body.Id, name };
     }
     if (found.length > 1) {
@@ -115,14 +128,17 @@ export class Locator {
   }
 
   async exec(ref: string): Promise<Host> {
-    const hostName = await this.store.get(`exec:${ref}`);
+    if (!/^[0-9a-f]{1,64}$/.test(ref)) throw noSuchExec(ref);
+    const hostName = await this.store.get(`exec:${ref}`).catch((err) => {
+      if (err instanceof StoreUnavailableError) return null; // ask the hosts instead
+      throw err;
+    });
     const host = hostName ? this.cluster.byName(hostName) : undefined;
     if (host) return host;
-    if (!/^[0-9a-f]{1,64}$/.test(ref)) throw noSuchExec(ref);
     const { answers } = await fanoutJson(this.cluster.healthy(), `/exec/${ref}/json`);
     const found = answers.find((a) => a.status === 200);
     if (!found) throw noSuchExec(ref);
-    await this.recordExec(ref, found.host);
+    await this.recordExec(ref, found.host).catch(() => {});
     return found.host;
   }
 }

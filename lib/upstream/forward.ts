@@ -19,6 +19,8 @@ export function pathAndQuery(request: Request): string {
 }
 
 export async function forward(host: Host, request: Request, options: ForwardOptions = {}): Promise<Response> {
+  // A host the probes found dead fails fast and says so, instead of hanging the client.
+  if (host.status.state === "unhealthy") return hostDown(host);
   const target = host.baseUrl + (options.path ?? pathAndQuery(request));
   const init: Parameters<typeof proxy>[1] = { raw: request, customFetch: host.fetch };
   // Some runtimes give every POST a (possibly empty) body stream; engines refuse a body where none
@@ -46,6 +48,10 @@ export async function forward(host: Host, request: Request, options: ForwardOpti
 export function hasBody(request: Request): boolean {
   const length = request.headers.get("content-length");
   return length ? length !== "0" : request.headers.has("transfer-encoding");
+}
+
+export function hostDown(host: Host): Response {
+  return errorResponse(503, `flocker: host ${host.name} (${host.address}) is unhealthy: ${host.status.lastError ?? "not answering"}`);
 }
 
 export function unreachable(host: Host, err: unknown): Response {

@@ -325,23 +325,51 @@ for (const runtime of RUNTIMES) {
           expect(half.stdout).toBe("hi\nafter-eof\n");
         });
 
-        test("a container made outside flocker (on engine 2) is found by name and id prefix", async () => {
+        test("containers made outside flocker (on engine 2) are found by name and id prefix, and hold their names", async () => {
           const outside = nameFor("outside");
-          const created = await engine<{ Id: string }>(testEnv.hosts[1], `/containers/create?name=${outside}`, {
-            method: "POST",
-            headers: { "content-type": "application/json" },
-            body: JSON.stringify({ Image: IMAGE(), Cmd: ["true"] }),
-          });
-          expect(created.status).toBe(201);
-          const id = created.body.Id;
-          const [byName, byPrefix] = await Promise.all([
+          const holder = nameFor("outside-holds");
+          const make = async (host: string, name: string) => {
+            const r = await engine<{ Id: string }>(host, `/containers/create?name=${name}`, {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: JSON.stringify({ Image: IMAGE(), Cmd: ["sleep", "300"] }),
+            });
+            expect(r.status).toBe(201);
+            return r.body.Id;
+          };
+          const [id, holderId] = await Promise.all([make(testEnv.hosts[1], outside), make(testEnv.hosts[1], holder)]);
+          const [byName, byPrefix, taken] = await Promise.all([
             ok(cli, h(), ["inspect", "--format", "{{.Id}}", outside]),
             ok(cli, h(), ["inspect", "--format", "{{.Name}}", id.slice(0, 10)]),
+            // flocker has never seen `holder`: a create of that name must still conflict, not land on another engine.
+            docker(cli, h(), ["create", "--name", holder, IMAGE(), "true"]),
           ]);
           expect(byName.stdout.trim()).toBe(id);
           expect(byPrefix.stdout.trim()).toBe(`/${outside}`);
-          expect((await ok(cli, h(), ["rm", id.slice(0, 10)])).stdout.trim()).toBe(id.slice(0, 10));
+          expect(taken.code).not.toBe(0);
+          expect(taken.stderr).toContain(`The container name "/${holder}" is already in use by container "${holderId}"`);
+          const holders = await Promise.all(testEnv.hosts.map((x) => engine(x, `/containers/${holder}/json`)));
+          expect(holders.filter((r) => r.status === 200).length).toBe(1);
+          expect((await ok(cli, h(), ["rm", "-f", id.slice(0, 10), holder])).stdout.trim()).toBe(`${id.slice(0, 10)}\n${holder}`);
           expect((await engine(testEnv.hosts[1], `/containers/${id}/json`)).status).toBe(404);
+        });
+
+        test("a container removed and made again on another engine behind flocker's back is found where it is now", async () => {
+          const name = nameFor("moved");
+          const first = (await ok(cli, h(), ["run", "-d", "--name", name, IMAGE(), "sleep", "300"])).stdout.trim();
+          const was = (await hostOf(first))!;
+          expect((await engine(was, `/containers/${first}?force=1`, { method: "DELETE" })).status).toBe(204);
+          const elsewhere = testEnv.hosts.find((x) => x !== was)!;
+          const made = await engine<{ Id: string }>(elsewhere, `/containers/create?name=${name}`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ Image: IMAGE(), Cmd: ["sleep", "300"] }),
+          });
+          expect(made.status).toBe(201);
+          await ok(cli, h(), ["start", name]);
+          expect((await ok(cli, h(), ["inspect", "--format", "{{.Id}} {{.State.Running}}", name])).stdout.trim()).toBe(`${made.body.Id} true`);
+          expect((await ok(cli, h(), ["rm", "-f", name])).stdout.trim()).toBe(name);
+          expect(await hostOf(made.body.Id)).toBeUndefined();
         });
       });
     }

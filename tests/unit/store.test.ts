@@ -191,6 +191,17 @@ describe("redis store specifics", () => {
     await a.delete("name:shared");
   });
 
+  test("calls made right after construction wait for the connection (the routing rebuild at start)", async () => {
+    const s = new RedisStore(redisUrl(), { prefix: uniq("fd") + ":" });
+    opened.push(s);
+    expect(s.redis.status).not.toBe("ready");
+    const results = await Promise.all([s.set("ctr:a", "h1\t"), s.setIfAbsent("name:a", "x"), s.get("ctr:none")]);
+    expect(results.slice(1)).toEqual([true, null]);
+    expect(await s.get("ctr:a")).toBe("h1\t");
+    await s.delete("ctr:a");
+    await s.delete("name:a");
+  });
+
   test("an unreachable Redis fails fast with StoreUnavailableError (answered as 503)", async () => {
     const s = new RedisStore("redis://127.0.0.1:1");
     opened.push(s);

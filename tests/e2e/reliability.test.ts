@@ -1,0 +1,382 @@
+/**
+ * Issue 6: host loss, store loss, restarts, bad input, TLS and access policy, with real engines,
+ * a real redis-server and certificates made by openssl here.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  CLIS, docker, freePort, hostOf, removeContainers, removeDir, ROOT, type RunningFlocker, startFlocker, tempDir, testEnv,
+  uniq,
+} from "./harness.ts";
+
+const cli = CLIS[CLIS.length - 1].path;
+const testDir = () => process.env.FLOCKER_TEST_DIR!;
+
+async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
+  const t = performance.now();
+  const value = await fn();
+  return [value, performance.now() - t];
+}
+
+describe("host loss", () => {
+  let hang: Server;
+  const hung: Socket[] = [];
+  let f: RunningFlocker;
+  let hangPort: number;
+  let refusedPort: number;
+  const prefix = uniq("loss");
+
+  beforeAll(async () => {
+    hangPort = await freePort();
+    refusedPort = await freePort();
+    // Accepts TCP and never answers.
+    hang = createServer((s) => void hung.push(s));
+    await new Promise<void>((r) => hang.listen(hangPort, "127.0.0.1", r));
+    f = await startFlocker("bun", {
+      FLOCKER_HOSTS: [...testEnv.hosts, `hang=127.0.0.1:${hangPort}`, `refused=127.0.0.1:${refusedPort}`].join(","),
+    });
+  });
+  afterAll(async () => {
+    await f.stop();
+    for (const s of hung) s.destroy();
+    hang.close();
+    await removeContainers(prefix);
+    // The engine this suite kills must be back for the tests after it.
+    spawnSync("bash", ["scripts/cluster.sh", "start-engine", "3"], { cwd: ROOT, env: { ...process.env, CLUSTER_DIR: testDir() } });
+  });
+
+  test("ps and info answer within 3 s with a hanging and a refusing host; info shows their state", async () => {
+    const [ps, ms] = await timed(() => docker(cli, f.dockerHost, ["ps", "-a"]));
+    expect(ps.code, ps.stderr).toBe(0);
+    expect(ms).toBeLessThan(3000);
+    const [info, ims] = await timed(() => docker(cli, f.dockerHost, ["info", "--format", "{{json .Labels}}"]));
+    expect(ims).toBeLessThan(3000);
+    expect(info.stdout).toContain("flocker.host.hang=");
+    expect(info.stdout).toMatch(/flocker\.host\.hang=\S+ state=unhealthy/);
+    expect(info.stdout).toMatch(/flocker\.host\.refused=\S+ state=unhealthy/);
+    // New containers never go to them.
+    for (let i = 0; i < 4; i++) {
+      const r = await docker(cli, f.dockerHost, ["run", "-d", "--name", `${prefix}-${i}`, testEnv.image, "sleep", "300"]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(testEnv.hosts).toContain((await hostOf(`${prefix}-${i}`))!);
+    }
+  });
+
+  test("a killed dockerd: fan-outs go on, its containers get a clear 503 naming it, it comes back", async () => {
+    const victim = `${prefix}-victim`;
+    const r = await docker(cli, f.dockerHost, ["run", "-d", "--name", victim, "-e", `constraint:node==${testEnv.hosts[2]}`, testEnv.image, "sleep", "300"]);
+    expect(r.code, r.stderr).toBe(0);
+    const pid = Number(readFileSync(join(testDir(), "e3", "pid"), "utf8"));
+    process.kill(pid, "SIGKILL");
+    await Bun.sleep(2500); // a probe or two
+    const [ps, ms] = await timed(() => docker(cli, f.dockerHost, ["ps"]));
+    expect(ps.code, ps.stderr).toBe(0);
+    expect(ms).toBeLessThan(3000);
+    const logs = await docker(cli, f.dockerHost, ["logs", victim]);
+    expect(logs.code).not.toBe(0);
+    expect(logs.stderr).toContain(testEnv.hosts[2]);
+    expect(logs.stderr).toMatch(/unhealthy|unreachable/);
+    // Back: the engine restarts, flocker notices (recovering, then healthy) and routes again.
+    const up = spawnSync("bash", ["scripts/cluster.sh", "start-engine", "3"], { cwd: ROOT, env: { ...process.env, CLUSTER_DIR: testDir() } });
+    expect(up.status, String(up.stderr)).toBe(0);
+    const deadline = Date.now() + 20_000;
+    let inspect;
+    do {
+      await Bun.sleep(500);
+      inspect = await docker(cli, f.dockerHost, ["inspect", "-f", "{{.Name}}", victim]);
+    } while (inspect.code !== 0 && Date.now() < deadline);
+    expect(inspect.stdout.trim()).toBe(`/${victim}`);
+  });
+});
+
+describe("store loss (real redis-server)", () => {
+  let redis: ReturnType<typeof Bun.spawn>;
+  let redisPort: number;
+  let f: RunningFlocker;
+  const prefix = uniq("storeloss");
+  const startRedis = async () => {
+    redis = Bun.spawn(["redis-server", "--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdout: "ignore", stderr: "ignore" });
+    for (let i = 0; i < 50; i++) {
+      const ok = await new Promise<boolean>((r) => {
+        const s = connect(redisPort, "127.0.0.1", () => (s.end(), r(true)));
+        s.on("error", () => r(false));
+      });
+      if (ok) return;
+      await Bun.sleep(100);
+    }
+    throw new Error("redis-server did not start");
+  };
+  beforeAll(async () => {
+    redisPort = await freePort();
+    await startRedis();
+    f = await startFlocker("bun", { FLOCKER_REDIS: `redis://127.0.0.1:${redisPort}` });
+  });
+  afterAll(async () => {
+    await f.stop();
+    redis.kill();
+    await removeContainers(prefix);
+  });
+
+  test("with Redis down: 503 naming the store for creates, reads keep working; it recovers by itself", async () => {
+    const before = `${prefix}-before`;
+    expect((await docker(cli, f.dockerHost, ["run", "-d", "--name", before, testEnv.image, "sleep", "300"])).code).toBe(0);
+    redis.kill("SIGKILL");
+    await redis.exited;
+    await Bun.sleep(300);
+    const ps = await docker(cli, f.dockerHost, ["ps"]);
+    expect(ps.code, ps.stderr).toBe(0);
+    const inspect = await docker(cli, f.dockerHost, ["inspect", "-f", "{{.Name}}", before]);
+    expect(inspect.stdout.trim()).toBe(`/${before}`);
+    const create = await docker(cli, f.dockerHost, ["create", "--name", `${prefix}-during`, testEnv.image]);
+    expect(create.code).not.toBe(0);
+    expect(create.stderr).toContain("store unreachable");
+    await startRedis();
+    const deadline = Date.now() + 15_000;
+    let after;
+    do {
+      await Bun.sleep(300);
+      after = await docker(cli, f.dockerHost, ["run", "-d", "--name", `${prefix}-after`, testEnv.image, "sleep", "300"]);
+    } while (after.code !== 0 && Date.now() < deadline);
+    expect(after.code, after.stderr).toBe(0);
+    expect((await docker(cli, f.dockerHost, ["exec", before, "true"])).code).toBe(0);
+  });
+});
+
+describe("restarts", () => {
+  const prefix = uniq("restart");
+  afterAll(() => removeContainers(prefix));
+
+  test("kill -9 flocker during exec -i; after restart every container is reachable by id and name", async () => {
+    const f1 = await startFlocker("bun");
+    const names = [0, 1, 2, 3].map((i) => `${prefix}-${i}`);
+    for (const n of names) expect((await docker(cli, f1.dockerHost, ["run", "-d", "--name", n, testEnv.image, "sleep", "300"])).code).toBe(0);
+    const exec = Bun.spawn([cli, "exec", "-i", names[0], "cat"], { env: { DOCKER_HOST: f1.dockerHost, PATH: process.env.PATH! }, stdin: "pipe", stdout: "pipe" });
+    exec.stdin.write("partial");
+    await Bun.sleep(500);
+    f1.kill("SIGKILL");
+    await exec.exited;
+    const f2 = await startFlocker("deno", { FLOCKER_LISTEN: `127.0.0.1:${f1.port}` });
+    try {
+      for (const n of names) {
+        const id = (await docker(cli, f2.dockerHost, ["inspect", "-f", "{{.Id}}", n])).stdout.trim();
+        expect(id).toMatch(/^[0-9a-f]{64}$/);
+        expect((await docker(cli, f2.dockerHost, ["exec", id.slice(0, 10), "true"])).code).toBe(0);
+      }
+      // The name is still taken flock-wide after the restart.
+      const again = await docker(cli, f2.dockerHost, ["create", "--name", names[1], testEnv.image]);
+      expect(again.stderr).toContain("Conflict");
+    } finally {
+      await f2.stop();
+    }
+  });
+});
+
+describe("bad input", () => {
+  let f: RunningFlocker;
+  beforeAll(async () => {
+    f = await startFlocker("bun");
+  });
+  afterAll(() => f.stop());
+
+  const expectDockerError = async (res: Response, status?: number) => {
+    if (status) expect(res.status).toBe(status);
+    else expect(res.status).toBeGreaterThanOrEqual(400);
+    const body = (await res.json()) as { message?: string };
+    expect(typeof body.message).toBe("string");
+  };
+
+  test("malformed, wrong-typed, oversized bodies; bad ids and versions: docker-style errors", async () => {
+    const post = (path: string, body: string) => fetch(`${f.url}${path}`, { method: "POST", body, headers: { "content-type": "application/json" } });
+    await expectDockerError(await post("/v1.41/containers/create", "{not json"), 400);
+    await expectDockerError(await post("/v1.41/containers/create", '{"Image": 42, "Env": "x"}'), 400);
+    await expectDockerError(await post("/v1.41/containers/create", "[1,2,3]"), 400);
+    await expectDockerError(await post("/v1.41/containers/create", JSON.stringify({ Image: testEnv.image, Env: ["x".repeat(6 * 1024 * 1024)] })), 413);
+    await expectDockerError(await fetch(`${f.url}/v1.41/containers/..%2F..%2Finfo/json`), 404);
+    await expectDockerError(await fetch(`${f.url}/v1.41/containers/a%00b/json`), 400);
+    await expectDockerError(await fetch(`${f.url}/v1.41/containers/%E0%A4%A/json`), 400);
+    await expectDockerError(await fetch(`${f.url}/v9.99/info`), 400);
+    await expectDockerError(await fetch(`${f.url}/vxyz/info`), 400);
+    await expectDockerError(await fetch(`${f.url}/v1.41/nonsense/path`), 404);
+    await expectDockerError(await fetch(`${f.url}/v1.41/containers/json`, { method: "PATCH" }));
+  });
+
+  test("request smuggling and garbage on the wire get a 400 and close", async () => {
+    const raw = (payload: string) =>
+      new Promise<string>((resolve) => {
+        const s = connect(f.port, "127.0.0.1", () => s.write(payload));
+        let out = "";
+        s.on("data", (d) => (out += d));
+        s.on("close", () => resolve(out));
+        s.on("error", () => resolve(out));
+        setTimeout(() => (s.destroy(), resolve(out)), 3000);
+      });
+    const smuggle = await raw("POST /containers/create HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /info HTTP/1.1\r\n\r\n");
+    expect(smuggle).toMatch(/^HTTP\/1\.1 400/);
+    const garbage = await raw("\x00\x01\x02 NOT HTTP AT ALL\r\n\r\n");
+    expect(garbage).toMatch(/^HTTP\/1\.1 400/);
+  });
+
+  test("fuzz: thousands of junk requests, then a normal docker run", async () => {
+    const methods = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"];
+    const pieces = ["containers", "exec", "images", "x", "%2F", "..", "%2e%2e", "%00", "v1.41", "v0.1", "json", "start", "attach", "", "a".repeat(300), "%", "😀", "'", "*"];
+    const bodies = ["", "{", "null", "[]", '{"Image":null}', '{"Image":{}}', "\u0000", "x".repeat(5000), '{"HostConfig":"no"}'];
+    const pick = <T>(a: T[]) => a[Math.floor(Math.random() * a.length)];
+    let served = 0;
+    for (let batch = 0; batch < 40; batch++) {
+      await Promise.all(Array.from({ length: 50 }, async () => {
+        const path = "/" + Array.from({ length: 1 + Math.floor(Math.random() * 4) }, () => pick(pieces)).join("/");
+        // Nothing that could create or remove: junk only reaches `create` with junk bodies.
+        const method = pick(methods);
+        const body = method === "GET" || method === "HEAD" ? undefined : pick(bodies);
+        const res = await fetch(`${f.url}${path}`, { method, body, signal: AbortSignal.timeout(5000) }).catch((e) => e as Error);
+        if (res instanceof Error) throw new Error(`${method} ${path}: ${res.message}`);
+        if (res.status >= 400 && method !== "HEAD") {
+          const text = await res.text();
+          expect(() => JSON.parse(text).message).not.toThrow();
+        } else await res.body?.cancel();
+        served++;
+      }));
+    }
+    expect(served).toBe(2000);
+    const run = await docker(cli, f.dockerHost, ["run", "--rm", testEnv.image, "echo", "still-fine"]);
+    expect(run.stdout.trim()).toBe("still-fine");
+  });
+});
+
+describe("security", () => {
+  const prefix = uniq("sec");
+  afterAll(() => removeContainers(prefix));
+
+  test("refuses a non-loopback address without TLS unless FLOCKER_INSECURE=1", async () => {
+    const port = await freePort();
+    const refused = Bun.spawnSync([join(ROOT, "node_modules/.bin/bun"), "run", "main.ts"], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH!, FLOCKER_HOSTS: testEnv.hosts[0], FLOCKER_LISTEN: `0.0.0.0:${port}` },
+      timeout: 20_000,
+    });
+    expect(refused.exitCode).not.toBe(0);
+    expect(refused.stderr.toString()).toContain("FLOCKER_INSECURE");
+    const f = await startFlocker("bun", { FLOCKER_LISTEN: `0.0.0.0:${port}`, FLOCKER_INSECURE: "1" });
+    expect(f.output()).toContain("WARNING");
+    await f.stop();
+  });
+
+  test("mTLS like dockerd --tlsverify: the CLI with a signed certificate works (exec -i too), without one it is refused", async () => {
+    const dir = tempDir("flk-tls-");
+    try {
+      const sh = (cmd: string) => {
+        const r = spawnSync("sh", ["-c", cmd], { cwd: dir });
+        if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
+      };
+      sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 1 -subj /CN=flocker-test-ca 2>/dev/null");
+      writeFileSync(join(dir, "server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+      sh("openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=127.0.0.1 2>/dev/null");
+      sh("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server.pem -days 1 -extfile server.ext 2>/dev/null");
+      writeFileSync(join(dir, "client.ext"), "extendedKeyUsage=clientAuth\n");
+      mkdirSync(join(dir, "client"));
+      sh("openssl req -newkey rsa:2048 -nodes -keyout client/key.pem -out client.csr -subj /CN=client 2>/dev/null");
+      sh("openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out client/cert.pem -days 1 -extfile client.ext 2>/dev/null");
+      sh("cp ca.pem client/ca.pem");
+      const port = await freePort();
+      const f = await startTls(port, dir);
+      try {
+        const tlsArgs = ["--tlsverify", "--tlscacert", join(dir, "ca.pem"), "--tlscert", join(dir, "client/cert.pem"), "--tlskey", join(dir, "client/key.pem")];
+        const ps = await docker(cli, `tcp://127.0.0.1:${port}`, [...tlsArgs, "ps"]);
+        expect(ps.code, ps.stderr).toBe(0);
+        const run = await docker(cli, `tcp://127.0.0.1:${port}`, [...tlsArgs, "run", "--rm", "-i", testEnv.image, "cat"], { input: "over-tls\n" });
+        expect(run.stdout).toBe("over-tls\n");
+        const anon = await docker(cli, `tcp://127.0.0.1:${port}`, ["--tls", "--tlscacert", join(dir, "ca.pem"), "ps"]);
+        expect(anon.code).not.toBe(0);
+      } finally {
+        await f.stop();
+      }
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  async function startTls(port: number, dir: string) {
+    const proc = Bun.spawn([join(ROOT, "node_modules/.bin/bun"), "run", "main.ts"], {
+      cwd: ROOT,
+      env: {
+        PATH: process.env.PATH!,
+        FLOCKER_HOSTS: testEnv.hosts.join(","),
+        FLOCKER_LISTEN: `127.0.0.1:${port}`,
+        FLOCKER_TLS_CERT: join(dir, "server.pem"),
+        FLOCKER_TLS_KEY: join(dir, "server-key.pem"),
+        FLOCKER_TLS_CA: join(dir, "ca.pem"),
+      },
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    for (let i = 0; i < 100; i++) {
+      const ok = await new Promise<boolean>((r) => {
+        const s = connect(port, "127.0.0.1", () => (s.end(), r(true)));
+        s.on("error", () => r(false));
+      });
+      if (ok) break;
+      await Bun.sleep(100);
+    }
+    return { stop: async () => (proc.kill(), await proc.exited) };
+  }
+
+  test("access policy: read-only, allow-lists on the normalized path, container restrictions; each refusal says why", async () => {
+    const ro = await startFlocker("bun", { FLOCKER_READ_ONLY: "1" });
+    try {
+      expect((await docker(cli, ro.dockerHost, ["ps"])).code).toBe(0);
+      const run = await docker(cli, ro.dockerHost, ["run", "--rm", testEnv.image, "true"]);
+      expect(run.stderr).toContain("read-only");
+    } finally {
+      await ro.stop();
+    }
+    const listed = await startFlocker("bun", { FLOCKER_ALLOW: "GET:^/_ping$,HEAD:^/_ping$,GET:^/version$,GET:^/containers/json$" });
+    try {
+      expect((await docker(cli, listed.dockerHost, ["ps"])).code).toBe(0);
+      const res = await fetch(`${listed.url}/v1.41/containers/json/..%2F..%2Finfo`);
+      expect(res.status).toBe(403);
+      const img = await fetch(`${listed.url}/v1.41/containers/%2e%2e/images/json`);
+      expect(img.status).toBe(403);
+      expect(((await img.json()) as { message: string }).message).toContain("/images/json");
+    } finally {
+      await listed.stop();
+    }
+    const allowed = tempDir("flk-bind-");
+    const strict = await startFlocker("bun", { FLOCKER_DENY_PRIVILEGED: "1", FLOCKER_DENY_HOST_NAMESPACES: "1", FLOCKER_BIND_DIRS: allowed });
+    try {
+      const priv = await docker(cli, strict.dockerHost, ["run", "--rm", "--privileged", testEnv.image, "true"]);
+      expect(priv.stderr).toContain("privileged");
+      const hostNet = await docker(cli, strict.dockerHost, ["run", "--rm", "--network", "host", testEnv.image, "true"]);
+      expect(hostNet.stderr).toContain("host's network namespace");
+      const etc = await docker(cli, strict.dockerHost, ["run", "--rm", "-v", "/etc:/x", testEnv.image, "true"]);
+      expect(etc.stderr).toContain("bind mount of /etc");
+      const sneaky = await docker(cli, strict.dockerHost, ["run", "--rm", "-v", `${allowed}/../../etc:/x`, testEnv.image, "true"]);
+      expect(sneaky.stderr).toContain("refuses the bind mount");
+      const ok = await docker(cli, strict.dockerHost, ["run", "--rm", "--name", `${prefix}-ok`, "-v", `${allowed}:/x`, testEnv.image, "echo", "allowed"]);
+      expect(ok.stdout.trim()).toBe("allowed");
+    } finally {
+      await strict.stop();
+      removeDir(allowed);
+    }
+  });
+
+  test("secrets never reach the logs", async () => {
+    const f = await startFlocker("bun", { FLOCKER_LOG: "debug" });
+    const config = tempDir("flk-secret-");
+    try {
+      const login = await docker(cli, f.dockerHost, ["login", testEnv.registry, "-u", testEnv.registryUser, "--password-stdin"], { input: testEnv.registryPass, config });
+      expect(login.code, login.stderr).toBe(0);
+      const pull = await docker(cli, f.dockerHost, ["pull", testEnv.privateImage], { config });
+      expect(pull.code, pull.stderr).toBe(0);
+      const out = f.output();
+      expect(out).not.toContain(testEnv.registryPass);
+      expect(out).not.toContain(btoa(`${testEnv.registryUser}:${testEnv.registryPass}`));
+    } finally {
+      await f.stop();
+      removeDir(config);
+      for (const h of testEnv.hosts.slice(1)) await fetch(`http://${h}/images/${testEnv.privateImage}?force=1`, { method: "DELETE" });
+    }
+  });
+});
