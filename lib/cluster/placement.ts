@@ -59,6 +59,10 @@ export async function placementOf(ctx: FlockerContext, body: CreateShape): Promi
   const claims: Placement["claims"] = [];
   const hc = body.HostConfig ?? {};
   const uses: { key: string; why: string }[] = [];
+  // The project first: concurrent creates of one project (compose creates a level at a time, in
+  // parallel) all follow whichever of them claims it first (claimFor).
+  const project = body.Labels?.[PROJECT_LABEL];
+  if (project) uses.push({ key: projectKey(project), why: `compose project ${project}` });
   const volumes = [
     ...(hc.Binds ?? []).map((b) => b.split(":")[0]).filter((s) => s && !s.startsWith("/")),
     ...(hc.Mounts ?? []).filter((m) => (m.Type ?? "volume") === "volume" && m.Source).map((m) => m.Source!),
@@ -70,9 +74,16 @@ export async function placementOf(ctx: FlockerContext, body: CreateShape): Promi
     if (PREDEFINED_NETWORKS.has(n)) continue;
     const name = await networkName(ctx, n);
     uses.push({ key: pinKey("net", name), why: `network ${name}` });
+    if (name !== n) {
+      // Each host gives its copy its own id: send the name, which every copy shares.
+      if (hc.NetworkMode === n) hc.NetworkMode = name;
+      const endpoints = body.NetworkingConfig?.EndpointsConfig;
+      if (endpoints && n in endpoints) {
+        endpoints[name] = endpoints[n];
+        delete endpoints[n];
+      }
+    }
   }
-  const project = body.Labels?.[PROJECT_LABEL];
-  if (project) uses.push({ key: projectKey(project), why: `compose project ${project}` });
   for (const use of uses) {
     const hostName = await ctx.store.get(use.key);
     if (hostName) pins.push({ hostName, why: use.why });
@@ -119,8 +130,10 @@ export async function claimFor(ctx: FlockerContext, placement: Placement, chosen
       continue;
     }
     const winner = await ctx.store.get(claim.key);
-    if (!winner || winner === host.name || claim.why.startsWith("compose project")) continue;
+    if (!winner || winner === host.name) continue;
     const other = ctx.cluster.byName(winner);
+    // A project claimed first by a concurrent create: follow it if nothing holds this container here.
+    if (claim.why.startsWith("compose project") && !(movable && other)) continue;
     if (movable && other) {
       host = other;
       movable = false;
