@@ -23,6 +23,8 @@ import { unsupportedRoutes } from "./api/unsupported.ts";
 import { hijackHost, isHijackPath } from "./api/hijack.ts";
 import { checkApiVersion, stripApiVersion } from "./api/version.ts";
 import { checkRequest, type Policy } from "./api/policy.ts";
+import { instrumentFetch, noteHijack, requestTelemetry, statusRoutes, Telemetry } from "./api/status.ts";
+import { Logger, type LogLevel } from "./log.ts";
 
 export interface CoreOptions {
   /** Engine addresses (`127.0.0.1:2375`, `tcp://`, `unix:///path`, `https://`, optionally `name=address`). */
@@ -37,6 +39,12 @@ export interface CoreOptions {
   probeTimeoutMs?: number;
   /** Who may do what (read-only, allow-lists, container restrictions). */
   policy?: Policy;
+  /** Allow the admin actions under /_flocker/ (drain, undrain). */
+  admin?: boolean;
+  /** Request log level (default `silent`: a library logs nothing unless asked). */
+  log?: LogLevel;
+  /** Where log lines go (default `console.log`: stdout). */
+  logWriter?: (line: string) => void;
 }
 
 export interface Flocker {
@@ -49,6 +57,19 @@ export interface Flocker {
    */
   hijack: (pathname: string) => Promise<Host | Response>;
   isHijackPath: (pathname: string) => boolean;
+  /**
+   * For servers with a byte-level fast path: the engine a plain routed read (GET/HEAD of one
+   * container or exec, no body) goes to, a Response to send instead, or undefined when the
+   * request needs the full app. The request itself is then passed to the engine unchanged.
+   */
+  passThrough: (method: string, pathname: string) => Promise<Host | Response | undefined>;
+  /** Open hijacked streams, kept by the server glue: +1 when one starts piping, -1 when it closes. */
+  hijackStream: (delta: 1 | -1) => void;
+  /** Count and log a request the server glue answered outside the app (its byte-level fast path). */
+  noteRequest: (method: string, pathname: string, status: number, host: Host | undefined, startMs: number) => void;
+  /** Counters behind /_flocker/metrics. */
+  telemetry: Telemetry;
+  logger: Logger;
   cluster: Cluster;
   store: Store;
   /** Resolves once every host has been probed once. */
@@ -65,7 +86,9 @@ export function toResponse(err: unknown): Response {
 
 export function buildFlocker(options: CoreOptions): Flocker {
   const parse = (h: string | HostAddress) => (typeof h === "string" ? parseHostAddress(h) : h);
-  const cluster = new Cluster(options.hosts.map(parse), options.hostFetch, options);
+  const telemetry = new Telemetry();
+  const logger = new Logger(options.log, options.logWriter);
+  const cluster = new Cluster(options.hosts.map(parse), instrumentFetch(options.hostFetch, telemetry), options);
   const store: Store = options.store ?? new MemoryStore();
   const locator = new Locator(store, cluster);
   const hooks = options.hooks ?? {};
@@ -101,6 +124,7 @@ export function buildFlocker(options: CoreOptions): Flocker {
   })();
 
   const app = new Hono({ getPath: (req) => stripApiVersion(getPath(req)) });
+  app.use(requestTelemetry(telemetry, logger));
   app.use(async (c, next) => {
     const pathname = new URL(c.req.url).pathname;
     checkRequest(policy, c.req.method, pathname);
@@ -117,10 +141,11 @@ export function buildFlocker(options: CoreOptions): Flocker {
   app.route("/", volumeRoutes(ctx));
   app.route("/", networkRoutes(ctx));
   app.route("/", unsupportedRoutes());
+  app.route("/", statusRoutes(ctx, telemetry, { admin: options.admin }));
   app.notFound(() => errorResponse(404, "page not found"));
   app.onError((err) => toResponse(err));
 
-  return {
+  const flocker: Flocker = {
     fetch: (request) => Promise.resolve(app.fetch(request)),
     app,
     async hijack(pathname) {
@@ -136,6 +161,29 @@ export function buildFlocker(options: CoreOptions): Flocker {
       }
     },
     isHijackPath,
+    async passThrough(method, pathname) {
+      if (method !== "GET" && method !== "HEAD") return undefined;
+      const target = passThroughTarget(stripApiVersion(pathname));
+      if (!target) return undefined;
+      try {
+        checkRequest(policy, method, pathname);
+        await ready;
+        checkApiVersion(pathname, cluster.apiVersion(), compareVersions);
+        const ref = decodeURIComponent(target.ref);
+        const host = target.kind === "exec" ? await locator.exec(ref) : (await locator.container(ref)).host;
+        return host.status.state === "unhealthy" ? hostDown(host) : host;
+      } catch (err) {
+        return toResponse(err);
+      }
+    },
+    hijackStream(delta) {
+      telemetry.hijackedStreams += delta;
+    },
+    noteRequest(method, pathname, status, host, startMs) {
+      telemetry.noteRequest(logger, method, pathname, status, host, startMs);
+    },
+    telemetry,
+    logger,
     cluster,
     store,
     ready,
@@ -145,4 +193,24 @@ export function buildFlocker(options: CoreOptions): Flocker {
       await store.close?.();
     },
   };
+  // Hijacks (attach, exec start) are counted and logged here, whichever server glue asks.
+  const hijackTarget = flocker.hijack;
+  flocker.hijack = async (pathname) => {
+    const start = performance.now();
+    const result = await hijackTarget(pathname);
+    noteHijack(telemetry, logger, pathname, result, start);
+    return result;
+  };
+  return flocker;
+}
+
+/** Routed reads that need nothing but a lookup: the same answer as the app's catch-all routes. */
+const PASS_CONTAINER = /^\/containers\/([^/]+)\/(json|top|changes|stats|logs|archive|export)$/;
+const PASS_EXEC = /^\/exec\/([^/]+)\/json$/;
+
+function passThroughTarget(path: string): { kind: "container" | "exec"; ref: string } | undefined {
+  let m = PASS_CONTAINER.exec(path);
+  if (m) return { kind: "container", ref: m[1] };
+  m = PASS_EXEC.exec(path);
+  return m ? { kind: "exec", ref: m[1] } : undefined;
 }

@@ -3,7 +3,9 @@
  * `upgrade` event carrying hijacked streams (attach, exec start) as raw bytes to the engine.
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server } from "node:http";
-import { createServer as createHttpsServer } from "node:https";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import net from "node:net";
 import tls from "node:tls";
 import type { Duplex } from "node:stream";
@@ -11,6 +13,7 @@ import { getRequestListener } from "@hono/node-server";
 import type { Flocker } from "../flocker.ts";
 import type { Host } from "../cluster/host.ts";
 import type { EngineTls } from "./host-fetch.ts";
+import { Front, splice } from "./front.ts";
 
 export type Listen = { host: string; port: number } | { path: string };
 
@@ -28,53 +31,77 @@ export interface RunningServer {
   close: () => Promise<void>;
 }
 
-export function serve(flocker: Flocker, options: ServeOptions): Promise<RunningServer> {
-  const listener = getRequestListener(flocker.fetch);
-  const server: Server = options.tls
-    ? createHttpsServer({
+export async function serve(flocker: Flocker, options: ServeOptions): Promise<RunningServer> {
+  // The full Docker API: node:http + Hono, on a private unix socket (0700 directory) so nothing
+  // reaches it except through the front, where TLS and client certificates are checked.
+  const server: Server = createHttpServer(getRequestListener(flocker.fetch));
+  // Streams (logs -f, events, uploads) may be long and quiet: no request or idle timeouts.
+  server.requestTimeout = 0;
+  server.timeout = 0;
+  server.keepAliveTimeout = 0;
+  server.on("upgrade", upgradeHandler(flocker, options.engineTls));
+  server.on("clientError", (_err, socket) => {
+    if (socket.writable) {
+      socket.end('HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"message":"malformed HTTP request"}\n');
+    } else socket.destroy();
+  });
+  const dir = mkdtempSync(join(tmpdir(), "flocker-"));
+  const inner = join(dir, "api.sock");
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(inner, () => resolve());
+  });
+
+  const sockets = new Set<net.Socket>();
+  const front = new Front({
+    flocker,
+    dial: (host) => dial(host, options.engineTls),
+    handOff: (socket, buffered) => {
+      const upstream = net.connect({ path: inner, allowHalfOpen: true });
+      upstream.setNoDelay(true);
+      if (buffered.length) upstream.write(buffered);
+      splice(socket, upstream);
+    },
+  });
+  const accept = (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    front.accept(socket);
+  };
+  const listener: net.Server = options.tls
+    ? tls.createServer({
       cert: options.tls.cert,
       key: options.tls.key,
       ca: options.tls.ca,
       requestCert: !!options.tls.ca,
       rejectUnauthorized: !!options.tls.ca,
       ALPNProtocols: ["http/1.1"], // never h2: hijacking needs HTTP/1.1
-    }, listener)
-    : createHttpServer(listener);
-  // Streams (logs -f, events, uploads) may be long and quiet: no request or idle timeouts.
-  server.requestTimeout = 0;
-  server.timeout = 0;
-  server.keepAliveTimeout = 60_000;
-  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    void hijack(flocker, req, socket, head, options.engineTls);
-  });
-  server.on("clientError", (_err, socket) => {
-    if (socket.writable) {
-      socket.end('HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"message":"malformed HTTP request"}\n');
-    } else socket.destroy();
-  });
-  const sockets = new Set<Duplex>();
-  server.on("connection", (s) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-  });
+      allowHalfOpen: true,
+    } as tls.TlsOptions, accept)
+    : net.createServer({ allowHalfOpen: true }, accept);
   return new Promise((resolve, reject) => {
-    server.once("error", reject);
+    listener.once("error", reject);
     const done = () => {
-      server.off("error", reject);
-      const a = server.address();
+      listener.off("error", reject);
+      const a = listener.address();
       const address = typeof a === "string" ? `unix://${a}` : a ? `${a.address}:${a.port}` : "";
       resolve({
         server,
         address,
         close: () =>
           new Promise<void>((r) => {
-            server.close(() => r());
             for (const s of sockets) s.destroy();
+            front.close();
+            listener.close(() => server.close(() => {
+              rmSync(dir, { recursive: true, force: true });
+              r();
+            }));
+            server.closeAllConnections?.();
           }),
       });
     };
-    if ("path" in options.listen) server.listen(options.listen.path, done);
-    else server.listen(options.listen.port, options.listen.host, done);
+    if ("path" in options.listen) listener.listen(options.listen.path, done);
+    else listener.listen(options.listen.port, options.listen.host, done);
   });
 }
 
@@ -134,12 +161,7 @@ async function hijack(flocker: Flocker, req: IncomingMessage, socket: Duplex, he
     };
     req.on("data", onData);
   }
-  socket.pipe(upstream);
-  upstream.pipe(socket);
-  socket.on("close", () => upstream.destroy());
-  upstream.on("close", () => {
-    if (!socket.writableEnded) socket.end();
-  });
+  splice(socket, upstream);
 }
 
 /** A node:http `upgrade` listener that passes attach / exec start to their engine (used by `serve` and the seed API). */

@@ -47,6 +47,10 @@ export function normalizePath(pathname: string): string {
 }
 
 export function checkRequest(policy: Policy, method: string, pathname: string) {
+  if (!policy.readOnly && !policy.allow) {
+    if (pathname.includes("%")) normalizePath(pathname); // still refuse NUL bytes and broken escapes
+    return;
+  }
   const path = normalizePath(pathname);
   if (policy.readOnly && method !== "GET" && method !== "HEAD") {
     throw new DockerError(403, `flocker: read-only mode: ${method} ${path} is refused`);
