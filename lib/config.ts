@@ -46,6 +46,8 @@ export const configSchema = z.object({
   FLOCKER_TLS_CA: z.string().optional(),
   FLOCKER_HOST_CERT_PATH: z.string().optional(),
   FLOCKER_INSECURE: bool.default(false),
+  /** Allow the admin actions under /_flocker/ (drain, undrain a host). */
+  FLOCKER_ADMIN: bool.default(false),
   FLOCKER_READ_ONLY: bool.default(false),
   FLOCKER_ALLOW: z.string().optional().superRefine((v, ctx) => {
     if (!v) return;

@@ -58,9 +58,9 @@ export interface Flocker {
   hijack: (pathname: string) => Promise<Host | Response>;
   isHijackPath: (pathname: string) => boolean;
   /**
-   * For servers with a byte-level fast path: the engine a plain routed read (GET/HEAD of one
-   * container or exec, no body) goes to, a Response to send instead, or undefined when the
-   * request needs the full app. The request itself is then passed to the engine unchanged.
+   * For servers with a byte-level fast path: the engine a plain routed call (GET/HEAD of one
+   * container or exec, PUT of an archive) goes to, a Response to send instead, or undefined when
+   * the request needs the full app. The request itself is then passed to the engine unchanged.
    */
   passThrough: (method: string, pathname: string) => Promise<Host | Response | undefined>;
   /** Open hijacked streams, kept by the server glue: +1 when one starts piping, -1 when it closes. */
@@ -162,9 +162,9 @@ export function buildFlocker(options: CoreOptions): Flocker {
     },
     isHijackPath,
     async passThrough(method, pathname) {
-      if (method !== "GET" && method !== "HEAD") return undefined;
       const target = passThroughTarget(stripApiVersion(pathname));
-      if (!target) return undefined;
+      // Reads, and `docker cp` into a container (PUT archive: its tar body streams straight through).
+      if (!target || !(method === "GET" || method === "HEAD" || (method === "PUT" && target.action === "archive"))) return undefined;
       try {
         checkRequest(policy, method, pathname);
         await ready;
@@ -208,9 +208,9 @@ export function buildFlocker(options: CoreOptions): Flocker {
 const PASS_CONTAINER = /^\/containers\/([^/]+)\/(json|top|changes|stats|logs|archive|export)$/;
 const PASS_EXEC = /^\/exec\/([^/]+)\/json$/;
 
-function passThroughTarget(path: string): { kind: "container" | "exec"; ref: string } | undefined {
+function passThroughTarget(path: string): { kind: "container" | "exec"; ref: string; action: string } | undefined {
   let m = PASS_CONTAINER.exec(path);
-  if (m) return { kind: "container", ref: m[1] };
+  if (m) return { kind: "container", ref: m[1], action: m[2] };
   m = PASS_EXEC.exec(path);
-  return m ? { kind: "exec", ref: m[1] } : undefined;
+  return m ? { kind: "exec", ref: m[1], action: "json" } : undefined;
 }

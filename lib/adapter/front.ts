@@ -110,8 +110,8 @@ export class Front {
   }
 }
 
-/** Where a response body ends: by length, by chunked framing, or at close. */
-class ResponseFraming {
+/** Where a message ends: by length, by chunked framing, or at close. Bytes pass through untouched. */
+class Framing {
   #headDone = false;
   #head: Buffer = Buffer.alloc(0);
   #remaining = 0;
@@ -123,6 +123,16 @@ class ResponseFraming {
   done = false;
 
   constructor(private isHead: boolean) {}
+
+  /** A request body that follows a head already read. */
+  static body(chunked: boolean, length: number): Framing {
+    const f = new Framing(false);
+    f.#headDone = true;
+    f.#mode = chunked ? "chunked" : length > 0 ? "length" : "none";
+    f.#remaining = length;
+    f.done = f.#mode === "none";
+    return f;
+  }
 
   /** Feed bytes; returns how many of them belong to this response (the rest is not ours). */
   feed(chunk: Buffer): number {
@@ -213,6 +223,8 @@ class ClientConnection {
   #buffer: Buffer = Buffer.alloc(0);
   #busy = false;
   #gone = false;
+  /** Receives a request body in flight. */
+  #sink?: (chunk: Buffer) => void;
   /** Stops the request in flight when the client goes away. */
   #abort?: () => void;
 
@@ -231,9 +243,29 @@ class ClientConnection {
   }
 
   #onData = (chunk: Buffer) => {
+    if (this.#sink) return this.#sink(chunk);
     this.#buffer = this.#buffer.length ? Buffer.concat([this.#buffer, chunk]) : chunk;
     if (!this.#busy) void this.#next();
   };
+
+  /** Send the request body to the engine as it arrives; bytes past its end stay for the next request. */
+  #streamBody(upstream: net.Socket, body: Framing) {
+    const push = (chunk: Buffer) => {
+      const ours = body.feed(chunk);
+      if (!upstream.write(ours === chunk.length ? chunk : chunk.subarray(0, ours))) {
+        this.socket.pause();
+        upstream.once("drain", () => this.socket.resume());
+      }
+      if (body.done) {
+        this.#sink = undefined;
+        if (ours < chunk.length) this.#buffer = chunk.subarray(ours);
+      }
+    };
+    const pending = this.#buffer;
+    this.#buffer = Buffer.alloc(0);
+    this.#sink = push;
+    if (pending.length) push(pending);
+  }
 
   #close() {
     this.#gone = true;
@@ -259,8 +291,11 @@ class ClientConnection {
     }
     const head = parseHead(this.#buffer, end);
     const pathname = head?.target.split("?")[0] ?? "";
-    const simple = head && !head.headers.has("upgrade") && !head.headers.has("transfer-encoding") &&
-      (head.headers.get("content-length") ?? "0") === "0" && !head.headers.get("connection")?.toLowerCase().includes("close");
+    const length = Number(head?.headers.get("content-length") ?? 0);
+    const chunked = head?.headers.get("transfer-encoding")?.toLowerCase() === "chunked";
+    const simple = head && !head.headers.has("upgrade") && Number.isSafeInteger(length) && length >= 0 &&
+      !(chunked && head.headers.has("content-length")) && (!head.headers.has("transfer-encoding") || chunked) &&
+      !head.headers.get("connection")?.toLowerCase().includes("close");
     // Attach and exec start, with Upgrade or in the legacy form: piped raw, straight to the engine.
     if (head?.method === "POST" && this.front.flocker.isHijackPath(pathname)) {
       return this.#leave((s, b) => void hijack(this.front, s, b, pathname));
@@ -274,34 +309,50 @@ class ClientConnection {
     }
     const request = this.#buffer.subarray(0, head.length);
     this.#buffer = this.#buffer.subarray(head.length);
-    if (route instanceof Response) await this.#answer(route);
-    else await this.#pass(route, request, head.method === "HEAD");
+    const body = Framing.body(chunked, length);
+    if (route instanceof Response) {
+      if (!body.done) return this.#leave((s) => this.#refuse(s, route)); // its body is never read
+      await this.#answer(route);
+    } else await this.#pass(route, request, head.method === "HEAD", body);
     this.#busy = false;
     if (this.#gone) return;
     if (this.#buffer.length) return this.#next();
   }
 
-  async #answer(res: Response) {
+  async #refuse(socket: net.Socket, res: Response) {
+    await this.#answer(res, true);
+    socket.end();
+  }
+
+  async #answer(res: Response, close = false) {
     const body = Buffer.from(await res.arrayBuffer());
     const lines = [`HTTP/1.1 ${res.status} ${res.statusText || "Error"}`];
     res.headers.forEach((v, k) => k !== "content-length" && lines.push(`${k}: ${v}`));
     lines.push(`Content-Length: ${body.length}`);
+    if (close) lines.push("Connection: close");
     this.socket.write(lines.join("\r\n") + "\r\n\r\n");
     this.socket.write(body);
   }
 
   /** One request to the engine and its response back, untouched. Retries once on a stale pooled connection. */
-  #pass(host: Host, request: Buffer, isHead: boolean): Promise<void> {
+  #pass(host: Host, request: Buffer, isHead: boolean, body: Framing): Promise<void> {
     return new Promise((resolve) => {
       const attempt = (retry: boolean) => {
-        const { socket: upstream, reused } = this.front.take(host);
-        const framing = new ResponseFraming(isHead);
+        // A request with a body gets a fresh connection: it cannot be replayed on a stale one.
+        const { socket: upstream, reused } = body.done ? this.front.take(host) : { socket: this.front.dialFresh(host), reused: false };
+        const framing = new Framing(isHead);
         let sent = 0;
         const finish = (ok: boolean) => {
           upstream.off("data", onData);
           upstream.off("error", onError);
           upstream.off("end", onEnd);
-          if (ok && framing.keepAlive) this.front.give(host, upstream);
+          if (!body.done) {
+            // Answered before the whole body came (an error): the rest of this connection is unusable.
+            this.#sink = undefined;
+            upstream.destroy();
+            this.socket.end();
+            this.#gone = true;
+          } else if (ok && framing.keepAlive) this.front.give(host, upstream);
           else upstream.destroy();
           resolve();
         };
@@ -348,6 +399,7 @@ class ClientConnection {
           resolve();
         };
         upstream.write(request);
+        if (!body.done) this.#streamBody(upstream, body);
       };
       attempt(true);
     });

@@ -96,16 +96,15 @@ export function containerRoutes(ctx: FlockerContext) {
   }
 
   /**
-   * The host for a new container, counted at once as holding one more container so that
-   * concurrent creates spread (the caller undoes it when the create fails).
+   * The host for a new container, counted as holding one more container in the same tick it is
+   * ranked, so that concurrent creates spread (the caller undoes it when the create fails).
    */
   async function chooseHost(body: CreateBody, name: string | undefined): Promise<Host> {
-    const host = await pickHost(body, name);
-    host.status.containers++;
-    return host;
+    const count = (h: Host) => (h.status.containers++, h);
+    return pickHost(body, name, count);
   }
 
-  async function pickHost(body: CreateBody, name: string | undefined): Promise<Host> {
+  async function pickHost(body: CreateBody, name: string | undefined, count: (h: Host) => Host): Promise<Host> {
     let chosen: string | undefined | void;
     try {
       chosen = await ctx.hooks.allocate?.({ name, container: body });
@@ -115,7 +114,7 @@ export function containerRoutes(ctx: FlockerContext) {
     if (chosen) {
       const host = cluster.byName(chosen) ?? cluster.byName(ctx.parseAddress(chosen).address);
       if (!host) throw new DockerError(403, `flocker: allocate chose ${chosen}, which is not a host of the flock`);
-      return host;
+      return count(host);
     }
     const rules = parseConstraints(body).filter((c) => c.kind === "constraint");
     const refused = (host: Host) => rules.find((c) => !satisfies(host, c));
@@ -127,7 +126,7 @@ export function containerRoutes(ctx: FlockerContext) {
       }
       const rule = refused(host);
       if (rule) throw new DockerError(409, `flocker: ${why} lives on host ${host.name}, which does not satisfy ${rule.text}`);
-      return claimFor(ctx, placement, host);
+      return count(await claimFor(ctx, placement, host));
     }
     let candidates = cluster.schedulable();
     if (!candidates.length) throw new DockerError(503, "flocker: no healthy Docker host can take a new container");
@@ -147,8 +146,16 @@ export function containerRoutes(ctx: FlockerContext) {
         .map(({ h }) => h);
       if (ready.length) candidates = ready;
     }
-    const best = rankHosts(candidates, ctx.strategy, { holdsImage: (h) => !!image && cluster.holdsImage(h, image) })[0];
-    return claimFor(ctx, placement, best);
+    const best = count(rankHosts(candidates, ctx.strategy, { holdsImage: (h) => !!image && cluster.holdsImage(h, image) })[0]);
+    const host = await claimFor(ctx, placement, best).catch((err) => {
+      best.status.containers = Math.max(0, best.status.containers - 1);
+      throw err;
+    });
+    if (host !== best) {
+      best.status.containers = Math.max(0, best.status.containers - 1);
+      count(host);
+    }
+    return host;
   }
 
   app.post("/containers/create", async (c) => {

@@ -6,7 +6,7 @@
 import { Hono } from "hono";
 import type { FlockerContext } from "../context.ts";
 import type { Host } from "../cluster/host.ts";
-import { networkIdKey, pinKey } from "../cluster/placement.ts";
+import { networkIdKey, pinKey, PREDEFINED_NETWORKS, PROJECT_LABEL, projectKey } from "../cluster/placement.ts";
 import { DockerError } from "../errors.ts";
 import { fanoutJson } from "../upstream/fanout.ts";
 import { forward } from "../upstream/forward.ts";
@@ -34,29 +34,63 @@ export function namedResourceRoutes(ctx: FlockerContext, kind: ResourceKind) {
   const { base } = kind;
 
   /** The resource's name (ids differ per host), from the store or by asking the hosts. */
-  async function resolve(ref: string): Promise<{ name: string; hosts: Host[] } | undefined> {
+  async function resolve(ref: string): Promise<{ name: string; hosts: Host[]; body: Item } | undefined> {
     const name = kind.kind === "net" ? (await store.get(networkIdKey(ref))) ?? ref : ref;
-    const { answers } = await fanoutJson<Item>(cluster.healthy(), `${base}/${encodeURIComponent(name)}`);
-    const found = answers.filter((a) => a.status === 200);
+    const ask = async (n: string) =>
+      (await fanoutJson<Item>(cluster.healthy(), `${base}/${encodeURIComponent(n)}`)).answers.filter((a) => a.status === 200);
+    let found = await ask(name);
     if (!found.length) return undefined;
-    const pinned = await store.get(pinKey(kind.kind, String(found[0].body.Name ?? name)));
+    const realName = String(found[0].body.Name ?? name);
+    if (realName !== name) {
+      // Found by one host's id (or id prefix): every copy shares the name, so find them all by it.
+      const copies = (await ask(realName)).filter((a) => a.body.Name === realName);
+      if (copies.length) found = copies;
+    }
+    const pinned = await store.get(pinKey(kind.kind, realName));
     // The pinned copy (the one containers use) answers first.
     found.sort((a, b) => Number(b.host.name === pinned) - Number(a.host.name === pinned));
-    return { name: String(found[0].body.Name ?? name), hosts: found.map((a) => a.host) };
+    return { name: realName, hosts: found.map((a) => a.host), body: found[0].body };
+  }
+
+  /** Forget a compose project's pin once its resources go and no container of it is left. */
+  async function releaseProject(project: string) {
+    const hostName = await store.get(projectKey(project));
+    if (!hostName) return;
+    const host = cluster.byName(hostName);
+    if (host) {
+      const filters = encodeURIComponent(JSON.stringify({ label: [`${PROJECT_LABEL}=${project}`] }));
+      const { answers } = await fanoutJson<unknown[]>([host], `/containers/json?all=1&limit=1&filters=${filters}`);
+      if (answers[0]?.status !== 200 || !Array.isArray(answers[0].body) || answers[0].body.length) return;
+    }
+    await store.delete(projectKey(project));
   }
 
   app.get(base, async (c) => {
     const query = new URL(c.req.url).search;
     const { answers, failures } = await fanoutJson(cluster.healthy(), `${base}${query}`);
-    const byName = new Map<string, Item>();
-    for (const { status, body } of answers) {
+    // One entry per name: name -> host name -> that host's copy.
+    const byName = new Map<string, Map<string, Item>>();
+    const listed = new Set<string>();
+    for (const { host, status, body } of answers) {
       if (status !== 200) continue;
+      listed.add(host.name);
       for (const item of kind.unwrapList(body)) {
         const key = String(item.Name ?? item.Id);
-        if (!byName.has(key)) byName.set(key, item);
+        const copies = byName.get(key) ?? byName.set(key, new Map()).get(key)!;
+        if (!copies.has(host.name)) copies.set(host.name, item);
       }
     }
-    return c.json(kind.wrapList([...byName.values()], failures.map((f) => `${f.host.name}: ${f.error}`)));
+    // Where a copy is pinned, that copy is the resource: its id, and whether it matches the filters
+    // (an unused copy elsewhere is `dangling` while the pinned one is in use). Asked only when copies
+    // can differ: network ids always do; a volume listed by some hosts only may.
+    const items = await Promise.all([...byName].map(async ([key, copies]) => {
+      const first = copies.values().next().value as Item;
+      if (!(kind.kind === "net" && copies.size > 1) && copies.size >= listed.size) return first;
+      const pinned = await store.get(pinKey(kind.kind, key));
+      if (!pinned || !listed.has(pinned)) return first;
+      return copies.get(pinned);
+    }));
+    return c.json(kind.wrapList(items.filter((i): i is Item => !!i), failures.map((f) => `${f.host.name}: ${f.error}`)));
   });
 
   app.post(`${base}/create`, async (c) => {
@@ -82,8 +116,17 @@ export function namedResourceRoutes(ctx: FlockerContext, kind: ResourceKind) {
     const { answers } = await fanoutJson(cluster.healthy(), `${base}/prune${query}`, { method: "POST", timeoutMs: 120_000 });
     const merged = mergePrune(answers);
     const names = [...new Set((merged[kind.pruned] as string[] | null) ?? [])];
-    merged[kind.pruned] = names;
-    for (const name of names) await store.delete(pinKey(kind.kind, name));
+    const prunedOn = (hostName: string, name: string) =>
+      answers.some((a) => a.host.name === hostName && a.status === 200 && ((a.body as Item)?.[kind.pruned] as string[] | null)?.includes(name));
+    // Pruned for good only where the pinned copy went: the copy in use stays, and so does its pin.
+    const gone: string[] = [];
+    for (const name of names) {
+      const pinned = await store.get(pinKey(kind.kind, name));
+      if (pinned && !prunedOn(pinned, name)) continue;
+      if (pinned) await store.delete(pinKey(kind.kind, name));
+      gone.push(name);
+    }
+    merged[kind.pruned] = gone;
     return c.json(merged);
   });
 
@@ -99,19 +142,48 @@ export function namedResourceRoutes(ctx: FlockerContext, kind: ResourceKind) {
     const found = await resolve(ref);
     if (!found) throw new DockerError(404, kind.notFound(ref));
     const path = new URL(c.req.url).pathname.replace(/[^/]+$/, encodeURIComponent(found.name)) + new URL(c.req.url).search;
-    const results = await Promise.all(found.hosts.map((h) => forward(h, c.req.raw, { path })));
-    const failed = results.find((r) => r.status >= 300);
-    if (failed) return failed;
+    // The pinned copy first: if it is in use there, nothing is removed anywhere.
+    const [main, ...rest] = found.hosts;
+    const first = await forward(main, c.req.raw, { path });
+    if (first.status >= 300) return first;
     await store.delete(pinKey(kind.kind, found.name));
-    return results[0];
+    const results = await Promise.all(rest.map((h) => forward(h, c.req.raw, { path })));
+    const failed = results.find((r) => r.status >= 300 && r.status !== 404);
+    await Promise.all(results.filter((r) => r !== failed).map((r) => r.body?.cancel()));
+    if (failed) {
+      await first.body?.cancel();
+      return failed;
+    }
+    const project = (found.body.Labels as Record<string, string> | null | undefined)?.[PROJECT_LABEL];
+    if (project) await releaseProject(project).catch(() => {});
+    return first;
   });
 
-  // connect / disconnect: on the pinned copy (where its containers are).
+  // connect / disconnect: on the container's host, which must be where the network is pinned
+  // (a connect pins an unpinned one there). Anything else: on the pinned copy. By name: ids differ.
   app.all(`${base}/:ref/*`, async (c) => {
     const ref = c.req.param("ref");
     const found = await resolve(ref);
     if (!found) throw new DockerError(404, kind.notFound(ref));
-    return forward(found.hosts[0], c.req.raw);
+    const url = new URL(c.req.url);
+    const [, version = "", tail = ""] = /^(\/v[\d.]+)?\/[^/]+\/[^/]+\/(.*)$/.exec(url.pathname) ?? [];
+    const path = `${version}${base}/${encodeURIComponent(found.name)}/${tail}${url.search}`;
+    if (kind.kind !== "net" || c.req.method !== "POST" || (tail !== "connect" && tail !== "disconnect")) {
+      return forward(found.hosts[0], c.req.raw, { path });
+    }
+    const body = (await readJsonBody(c)) as { Container?: unknown };
+    if (!body || typeof body !== "object" || typeof body.Container !== "string") {
+      throw new DockerError(400, "invalid JSON body: expected an object with Container");
+    }
+    const ctr = await ctx.locator.container(body.Container);
+    if (tail === "connect" && !PREDEFINED_NETWORKS.has(found.name)) {
+      const key = pinKey("net", found.name);
+      const pinned = (await store.setIfAbsent(key, ctr.host.name)) ? ctr.host.name : await store.get(key);
+      if (pinned && pinned !== ctr.host.name) {
+        throw new DockerError(409, `flocker: network ${found.name} is on host ${pinned} but container ${body.Container} is on host ${ctr.host.name}; they cannot be joined`);
+      }
+    }
+    return forward(ctr.host, c.req.raw, { path, body: JSON.stringify(body), headers: { "content-type": "application/json" } });
   });
 
   return app;

@@ -12,7 +12,7 @@ import { DockerError } from "../errors.ts";
 import { parseConstraints } from "./constraints.ts";
 
 export const PROJECT_LABEL = "com.docker.compose.project";
-const PREDEFINED_NETWORKS = new Set(["default", "bridge", "host", "none"]);
+export const PREDEFINED_NETWORKS = new Set(["default", "bridge", "host", "none"]);
 
 /** `vol:<name>` / `net:<name>` -> host name, set by the first container that uses it. */
 export const pinKey = (kind: "vol" | "net", name: string) => `${kind}:${name}`;

@@ -10,9 +10,10 @@
  * - `exec:<id>`              -> host name of an exec instance (TTL 24 h)
  * - `want:<image>:<host>`    -> `pending` once a create on that host got 404 for the image (the CLI
  *                               pulls next, and that pull goes there); `pulled` once the pull succeeded
- *                               there (the retried create goes there); deleted by that create (TTL 10 min)
+ *                               there (the retried create goes there); deleted by that create (TTL 120 s)
  * - `image:<image>`          -> host name that built, loaded or committed an image tag (no registry has it)
  * - `vol:<name>`, `net:<name>` -> host name a named volume / user network lives on
+ * - `netid:<id>`             -> network name (each host gives its copy of a network its own id)
  * - `project:<name>`         -> host name a compose project's resources live on
  */
 export interface Store {

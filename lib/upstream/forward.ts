@@ -18,7 +18,12 @@ export function pathAndQuery(request: Request): string {
   return start < 0 ? "/" : url.slice(start);
 }
 
+/** The engine each client request was forwarded to (null: to several), for its log line. */
+export const upstreamHost = new WeakMap<Request, Host | null>();
+
 export async function forward(host: Host, request: Request, options: ForwardOptions = {}): Promise<Response> {
+  const seen = upstreamHost.get(request);
+  upstreamHost.set(request, seen === undefined || seen === host ? host : null);
   // A host the probes found dead fails fast and says so, instead of hanging the client.
   if (host.status.state === "unhealthy") return hostDown(host);
   const target = host.baseUrl + (options.path ?? pathAndQuery(request));
