@@ -27,29 +27,72 @@ export interface FrontOptions {
 interface Head {
   method: string;
   target: string;
-  /** Lower-cased header names. */
+  /** Only the headers the fast path looks at (lower-cased names); a duplicate of one makes the head "not simple". */
   headers: Map<string, string>;
+  duplicate: boolean;
   length: number;
 }
 
+const WATCHED = ["content-length", "transfer-encoding", "upgrade", "connection"];
+
 function parseHead(buf: Buffer, end: number): Head | undefined {
   const text = buf.toString("latin1", 0, end);
-  const lines = text.split("\r\n");
-  const m = /^([A-Z]+) (\S+) HTTP\/1\.1$/.exec(lines[0]);
-  if (!m) return undefined;
+  const eol = text.indexOf("\r\n");
+  const requestLine = eol < 0 ? text : text.slice(0, eol);
+  const sp1 = requestLine.indexOf(" ");
+  const sp2 = requestLine.indexOf(" ", sp1 + 1);
+  if (sp1 <= 0 || sp2 < 0 || requestLine.slice(sp2 + 1) !== "HTTP/1.1") return undefined;
+  const method = requestLine.slice(0, sp1);
+  if (!/^[A-Z]+$/.test(method)) return undefined;
   const headers = new Map<string, string>();
-  for (let i = 1; i < lines.length; i++) {
-    const colon = lines[i].indexOf(":");
-    if (colon <= 0) return undefined;
-    const name = lines[i].slice(0, colon).toLowerCase();
-    if (headers.has(name)) return undefined; // duplicates (e.g. two Content-Lengths): let node:http judge
-    headers.set(name, lines[i].slice(colon + 1).trim());
+  let duplicate = false;
+  if (eol >= 0) {
+    const lower = text.toLowerCase();
+    for (const name of WATCHED) {
+      const key = `\r\n${name}:`;
+      const at = lower.indexOf(key);
+      if (at < 0) continue;
+      if (lower.indexOf(key, at + 1) >= 0) duplicate = true;
+      const stop = text.indexOf("\r\n", at + 2);
+      headers.set(name, text.slice(at + key.length, stop < 0 ? undefined : stop).trim());
+    }
   }
-  return { method: m[1], target: m[2], headers, length: end + 4 };
+  return { method, target: requestLine.slice(sp1 + 1, sp2), headers, duplicate, length: end + 4 };
+}
+
+/** What one exchange on an engine connection wants to hear. */
+interface Exchange {
+  data(chunk: Buffer): void;
+  error(err: Error): void;
+  end(): void;
+}
+
+/**
+ * A keep-alive connection to an engine, with its listeners set once: each request plugs its
+ * exchange in, so the hot path adds and removes no listeners. Idle, any event closes it.
+ */
+class EngineConnection {
+  exchange?: Exchange;
+  closed = false;
+
+  constructor(readonly host: Host, readonly socket: net.Socket) {
+    socket.on("data", (chunk: Buffer) => (this.exchange ? this.exchange.data(chunk) : this.close()));
+    socket.on("error", (err: Error) => (this.exchange ? this.exchange.error(err) : this.close()));
+    socket.on("end", () => (this.exchange ? this.exchange.end() : this.close()));
+    socket.on("close", () => {
+      this.closed = true;
+      this.exchange?.error(new Error("connection closed"));
+    });
+  }
+
+  close() {
+    this.closed = true;
+    this.socket.destroy();
+  }
 }
 
 export class Front {
-  readonly #pools = new Map<Host, net.Socket[]>();
+  readonly #pools = new Map<Host, EngineConnection[]>();
 
   constructor(private options: FrontOptions) {}
 
@@ -59,16 +102,12 @@ export class Front {
     new ClientConnection(this, socket).start();
   };
 
-  take(host: Host): { socket: net.Socket; reused: boolean } {
+  /** An idle keep-alive connection to the engine, or a new one. */
+  take(host: Host): { engine: EngineConnection; reused: boolean } {
     const pool = this.#pools.get(host);
-    let socket: net.Socket | undefined;
-    while ((socket = pool?.pop())) {
-      if (!socket.destroyed) {
-        for (const event of ["close", "error", "end"]) socket.removeAllListeners(event);
-        return { socket, reused: true };
-      }
-    }
-    return { socket: this.dialFresh(host), reused: false };
+    let engine: EngineConnection | undefined;
+    while ((engine = pool?.pop())) if (!engine.closed) return { engine, reused: true };
+    return { engine: new EngineConnection(host, this.dialFresh(host)), reused: false };
   }
 
   dialFresh(host: Host): net.Socket {
@@ -77,23 +116,12 @@ export class Front {
     return socket;
   }
 
-  give(host: Host, socket: net.Socket) {
-    let pool = this.#pools.get(host);
-    if (!pool) this.#pools.set(host, (pool = []));
-    if (pool.length >= POOL_SIZE || socket.destroyed) return void socket.destroy();
-    socket.removeAllListeners("data");
-    socket.removeAllListeners("end");
-    socket.removeAllListeners("error");
-    socket.removeAllListeners("close");
-    const drop = () => {
-      const i = pool.indexOf(socket);
-      if (i >= 0) pool.splice(i, 1);
-      socket.destroy();
-    };
-    socket.on("error", drop);
-    socket.on("close", drop);
-    socket.on("end", drop);
-    pool.push(socket);
+  give(engine: EngineConnection) {
+    engine.exchange = undefined;
+    let pool = this.#pools.get(engine.host);
+    if (!pool) this.#pools.set(engine.host, (pool = []));
+    if (engine.closed || pool.length >= POOL_SIZE) return engine.close();
+    pool.push(engine);
   }
 
   get flocker() {
@@ -105,7 +133,7 @@ export class Front {
   }
 
   close() {
-    for (const pool of this.#pools.values()) for (const s of pool) s.destroy();
+    for (const pool of this.#pools.values()) for (const e of pool) e.close();
     this.#pools.clear();
   }
 }
@@ -121,6 +149,8 @@ class Framing {
   #line = "";
   keepAlive = true;
   done = false;
+  /** The response's status, once its head is read (0 before). */
+  status = 0;
 
   constructor(private isHead: boolean) {}
 
@@ -195,18 +225,20 @@ class Framing {
   }
 
   #parseHead(text: string) {
-    const lines = text.split("\r\n");
-    const status = Number(lines[0].split(" ")[1]);
-    let length: number | undefined;
-    let chunked = false;
-    for (let k = 1; k < lines.length; k++) {
-      const colon = lines[k].indexOf(":");
-      const name = lines[k].slice(0, colon).toLowerCase();
-      const value = lines[k].slice(colon + 1).trim().toLowerCase();
-      if (name === "content-length") length = Number(value);
-      else if (name === "transfer-encoding") chunked = value.includes("chunked");
-      else if (name === "connection" && value.includes("close")) this.keepAlive = false;
-    }
+    const status = Number(text.slice(9, 12)); // "HTTP/1.1 200 OK"
+    this.status = status;
+    // Only three headers matter; look them up in one lower-cased copy instead of splitting lines.
+    const lower = text.toLowerCase();
+    const value = (name: string) => {
+      const at = lower.indexOf(`\r\n${name}:`);
+      if (at < 0) return undefined;
+      const stop = lower.indexOf("\r\n", at + 2);
+      return lower.slice(at + name.length + 3, stop < 0 ? undefined : stop).trim();
+    };
+    const cl = value("content-length");
+    const length = cl === undefined ? undefined : Number(cl);
+    const chunked = value("transfer-encoding")?.includes("chunked") ?? false;
+    if (value("connection")?.includes("close")) this.keepAlive = false;
     if (this.isHead || status === 204 || status === 304 || (status >= 100 && status < 200)) this.#mode = "none";
     else if (chunked) this.#mode = "chunked";
     else if (length !== undefined) {
@@ -236,6 +268,7 @@ class ClientConnection {
     this.socket.on("close", () => {
       this.#gone = true;
       this.#abort?.();
+      this.#release();
     });
     this.socket.on("end", () => {
       if (!this.#busy) this.socket.end();
@@ -293,7 +326,7 @@ class ClientConnection {
     const pathname = head?.target.split("?")[0] ?? "";
     const length = Number(head?.headers.get("content-length") ?? 0);
     const chunked = head?.headers.get("transfer-encoding")?.toLowerCase() === "chunked";
-    const simple = head && !head.headers.has("upgrade") && Number.isSafeInteger(length) && length >= 0 &&
+    const simple = head && !head.duplicate && !head.headers.has("upgrade") && Number.isSafeInteger(length) && length >= 0 &&
       !(chunked && head.headers.has("content-length")) && (!head.headers.has("transfer-encoding") || chunked) &&
       !head.headers.get("connection")?.toLowerCase().includes("close");
     // Attach and exec start, with Upgrade or in the legacy form: piped raw, straight to the engine.
@@ -302,6 +335,7 @@ class ClientConnection {
     }
     if (!head || !simple) return this.#leave((s, b) => this.front.handOff(s, b));
     this.#busy = true; // bytes that arrive meanwhile wait in the buffer
+    const start = performance.now();
     const route = await this.front.flocker.passThrough(head.method, pathname);
     if (route === undefined) {
       this.#busy = false;
@@ -311,9 +345,13 @@ class ClientConnection {
     this.#buffer = this.#buffer.subarray(head.length);
     const body = Framing.body(chunked, length);
     if (route instanceof Response) {
+      this.front.flocker.noteRequest(head.method, pathname, route.status, undefined, start);
       if (!body.done) return this.#leave((s) => this.#refuse(s, route)); // its body is never read
       await this.#answer(route);
-    } else await this.#pass(route, request, head.method === "HEAD", body);
+    } else {
+      const status = await this.#pass(route, request, head.method === "HEAD", body);
+      this.front.flocker.noteRequest(head.method, pathname, status, route, start);
+    }
     this.#busy = false;
     if (this.#gone) return;
     if (this.#buffer.length) return this.#next();
@@ -335,74 +373,97 @@ class ClientConnection {
   }
 
   /** One request to the engine and its response back, untouched. Retries once on a stale pooled connection. */
-  #pass(host: Host, request: Buffer, isHead: boolean, body: Framing): Promise<void> {
+  /** The engine connection this client used last: the next request to that host reuses it directly. */
+  #engine?: EngineConnection;
+
+  #engineFor(host: Host, body: Framing): { engine: EngineConnection; reused: boolean } {
+    // A request with a body gets a fresh connection: it cannot be replayed on a stale one.
+    if (!body.done) return { engine: new EngineConnection(host, this.front.dialFresh(host)), reused: false };
+    const sticky = this.#engine;
+    this.#engine = undefined;
+    if (sticky && !sticky.closed && sticky.host === host) return { engine: sticky, reused: true };
+    if (sticky) this.front.give(sticky);
+    return this.front.take(host);
+  }
+
+  /** Resolves with the engine's status (502 when it never answered). */
+  #pass(host: Host, request: Buffer, isHead: boolean, body: Framing): Promise<number> {
     return new Promise((resolve) => {
       const attempt = (retry: boolean) => {
-        // A request with a body gets a fresh connection: it cannot be replayed on a stale one.
-        const { socket: upstream, reused } = body.done ? this.front.take(host) : { socket: this.front.dialFresh(host), reused: false };
+        const { engine, reused } = this.#engineFor(host, body);
+        const upstream = engine.socket;
         const framing = new Framing(isHead);
         let sent = 0;
+        let settled = false;
+        const settle = () => {
+          settled = true;
+          engine.exchange = undefined;
+          this.#abort = undefined;
+          resolve(framing.status || 502);
+        };
         const finish = (ok: boolean) => {
-          upstream.off("data", onData);
-          upstream.off("error", onError);
-          upstream.off("end", onEnd);
           if (!body.done) {
             // Answered before the whole body came (an error): the rest of this connection is unusable.
             this.#sink = undefined;
-            upstream.destroy();
+            engine.close();
             this.socket.end();
             this.#gone = true;
-          } else if (ok && framing.keepAlive) this.front.give(host, upstream);
-          else upstream.destroy();
-          resolve();
+          } else if (ok && framing.keepAlive && !this.#gone) this.#engine = engine;
+          else if (ok && framing.keepAlive) this.front.give(engine);
+          else engine.close();
+          settle();
         };
-        const onData = (chunk: Buffer) => {
-          const ours = framing.feed(chunk);
-          sent += ours;
-          const more = this.socket.write(ours === chunk.length ? chunk : chunk.subarray(0, ours));
-          if (framing.done) return finish(ours === chunk.length);
-          if (!more) {
-            upstream.pause();
-            this.socket.once("drain", () => upstream.resume());
-          }
-        };
-        const onError = (err: Error) => {
+        const fail = (err: Error) => {
+          if (settled) return;
           if (sent === 0 && reused && retry) {
-            upstream.destroy();
+            engine.close();
             return attempt(false);
           }
           if (sent === 0) {
             const body = JSON.stringify({ message: `flocker: host ${host.name} (${host.address}) is unreachable: ${err.message}` });
             this.socket.write(`HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
-            upstream.destroy();
-            return resolve();
-          }
-          upstream.destroy();
-          this.#close();
-          resolve();
+          } else this.#close();
+          engine.close();
+          settle();
         };
-        const onEnd = () => {
-          if (framing.done) return;
-          if (sent === 0) return onError(new Error("connection closed"));
-          // Read-until-close bodies end here; anything else was cut short.
-          this.socket.end();
-          this.#gone = true;
-          upstream.destroy();
-          resolve();
+        engine.exchange = {
+          data: (chunk) => {
+            const ours = framing.feed(chunk);
+            sent += ours;
+            const more = this.socket.write(ours === chunk.length ? chunk : chunk.subarray(0, ours));
+            if (framing.done) return finish(ours === chunk.length);
+            if (!more) {
+              upstream.pause();
+              this.socket.once("drain", () => upstream.resume());
+            }
+          },
+          error: fail,
+          end: () => {
+            if (framing.done || settled) return;
+            if (sent === 0) return fail(new Error("connection closed"));
+            // Read-until-close bodies end here; anything else was cut short.
+            this.socket.end();
+            this.#gone = true;
+            engine.close();
+            settle();
+          },
         };
-        upstream.on("data", onData);
-        upstream.on("error", onError);
-        upstream.on("end", onEnd);
         this.#abort = () => {
-          if (framing.done) return;
-          upstream.destroy();
-          resolve();
+          if (settled) return;
+          engine.close();
+          settle();
         };
         upstream.write(request);
         if (!body.done) this.#streamBody(upstream, body);
       };
       attempt(true);
     });
+  }
+
+  /** The client left: its idle engine connection goes back to the pool. */
+  #release() {
+    if (this.#engine) this.front.give(this.#engine);
+    this.#engine = undefined;
   }
 }
 
@@ -420,6 +481,8 @@ async function hijack(front: Front, socket: net.Socket, buffered: Buffer, pathna
   }
   const upstream = front.dialFresh(target);
   upstream.write(buffered);
+  front.flocker.hijackStream(1);
+  socket.once("close", () => front.flocker.hijackStream(-1));
   splice(socket, upstream);
 }
 

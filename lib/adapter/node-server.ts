@@ -161,6 +161,8 @@ async function hijack(flocker: Flocker, req: IncomingMessage, socket: Duplex, he
     };
     req.on("data", onData);
   }
+  flocker.hijackStream(1);
+  socket.once("close", () => flocker.hijackStream(-1));
   splice(socket, upstream);
 }
 
