@@ -156,7 +156,10 @@ export function removeDir(dir: string) {
 
 /** Run a docker CLI against `dockerHost` (tcp://...). */
 export async function docker(cli: string, dockerHost: string, args: string[], options: DockerOptions = {}): Promise<CliResult> {
-  defaultConfig ??= tempDir("flk-dcfg-");
+  if (!defaultConfig) {
+    const dir = (defaultConfig = tempDir("flk-dcfg-"));
+    process.on("exit", () => removeDir(dir)); // tests clean up their temp dirs
+  }
   const proc = Bun.spawn([cli, ...args], {
     env: {
       PATH: process.env.PATH ?? "/usr/bin:/bin",
