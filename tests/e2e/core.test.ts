@@ -277,15 +277,18 @@ for (const runtime of RUNTIMES) {
           const missing = nameFor("missing");
           const taken = nameFor("taken");
           const raced = nameFor("raced");
-          const [inspectMissing, rmMissing] = await Promise.all([
+          const [inspectMissing, rmMissing, stopMissing] = await Promise.all([
             docker(cli, h(), ["container", "inspect", missing]),
             docker(cli, h(), ["rm", missing]),
+            docker(cli, h(), ["stop", missing]),
             ok(cli, h(), ["create", "--name", taken, IMAGE(), "true"]),
           ]);
           expect(inspectMissing.code).not.toBe(0);
           expect(inspectMissing.stderr).toContain(`No such container: ${missing}`);
           expect(rmMissing.code).not.toBe(0);
           expect(rmMissing.stderr).toContain(`No such container: ${missing}`);
+          expect(stopMissing.code).not.toBe(0);
+          expect(stopMissing.stderr).toContain(`No such container: ${missing}`);
 
           const [again, ...race] = await Promise.all([
             docker(cli, h(), ["run", "-d", "--name", taken, IMAGE(), "true"]),
@@ -406,16 +409,27 @@ for (const runtime of RUNTIMES) {
       await fetch(`${f.url}/v1.41/containers/${id}?force=1`, { method: "DELETE" });
     });
 
-    test("legacy attach without Upgrade headers streams the output", async () => {
-      const id = await apiRun(f.url, nameFor("legacy"), ["sh", "-c", "sleep 0.3; echo one; sleep 0.3; echo two"]);
-      const x = rawExchange(f.port, `POST /v1.41/containers/${id}/attach?stream=1&stdout=1 HTTP/1.1\r\nHost: flocker\r\nContent-Length: 0\r\n\r\n`);
-      await withTimeout(x.headSeen, 5000); // the head comes at once, before the container starts
-      expect(x.head()).toStartWith("HTTP/1.1 200");
-      expect((await fetch(`${f.url}/v1.41/containers/${id}/start`, { method: "POST" })).status).toBe(204);
-      await withTimeout(x.done, 10_000);
-      x.sock.destroy();
-      // Multiplexed frames (8-byte header, then the payload), whether flocker re-frames them as chunked or not.
-      expect(x.body()?.toString("latin1")).toBe("\x01\0\0\0\0\0\0\x04one\n\x01\0\0\0\0\0\0\x04two\n");
+    test("legacy attach without Upgrade headers: the engine's raw stream both ways", async () => {
+      const [out, inp] = await Promise.all([
+        apiRun(f.url, nameFor("legacy"), ["sh", "-c", "sleep 0.3; echo one; sleep 0.3; echo two"]),
+        apiRun(f.url, nameFor("legacyin"), ["sh", "-c", "read x; echo got-$x"], { OpenStdin: true, StdinOnce: true }),
+      ]);
+      const attach = (id: string, query: string) =>
+        rawExchange(f.port, `POST /v1.41/containers/${id}/attach?${query} HTTP/1.1\r\nHost: flocker\r\nContent-Length: 0\r\n\r\n`);
+      const a = attach(out, "stream=1&stdout=1");
+      const b = attach(inp, "stream=1&stdout=1&stdin=1");
+      await withTimeout(Promise.all([a.headSeen, b.headSeen]), 5000); // the heads come at once, before the starts
+      for (const id of [out, inp]) expect((await fetch(`${f.url}/v1.41/containers/${id}/start`, { method: "POST" })).status).toBe(204);
+      b.sock.write("hello\n"); // stdin on the same connection, right after the request
+      await withTimeout(Promise.all([a.done, b.done]), 10_000);
+      for (const x of [a, b]) {
+        x.sock.destroy();
+        expect(x.head()).toStartWith("HTTP/1.1 200");
+        expect(x.head().toLowerCase()).not.toContain("transfer-encoding"); // not re-framed: close-delimited, as the engine sends it
+      }
+      // Multiplexed frames: an 8-byte header (stream, size), then the payload.
+      expect(a.body()?.toString("latin1")).toBe("\x01\0\0\0\0\0\0\x04one\n\x01\0\0\0\0\0\0\x04two\n");
+      expect(b.body()?.toString("latin1")).toBe("\x01\0\0\0\0\0\0\x0agot-hello\n");
     });
 
     test("configuration: bad FLOCKER_HOSTS / FLOCKER_LISTEN exit non-zero naming the variable; flags work", async () => {
@@ -425,7 +439,7 @@ for (const runtime of RUNTIMES) {
         const [code, stderr, stdout] = await withTimeout(
           Promise.all([p.exited, new Response(p.stderr).text(), new Response(p.stdout).text()]),
           30_000,
-        );
+        ).finally(() => p.kill("SIGKILL")); // no-op once it has exited, as it should have
         expect(code, stderr).not.toBe(0);
         expect(stderr + stdout).toContain(variable);
       };
