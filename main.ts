@@ -37,16 +37,43 @@ const flocker = createFlocker({
   pull: config.FLOCKER_PULL,
   probeIntervalMs: config.FLOCKER_PROBE_INTERVAL,
   policy: policyOf(config),
+  admin: config.FLOCKER_ADMIN,
+  log: config.FLOCKER_LOG,
   engineTls,
   hooks: config.FLOCKER_REGISTRY_AUTH ? { registryAuth: registryAuthFromFile(config.FLOCKER_REGISTRY_AUTH) } : {},
 });
 await flocker.ready;
 const server = await serve(flocker, { listen: config.FLOCKER_LISTEN, tls, engineTls });
+// Start-up: a readable block on a terminal, one JSON line (like every other log line) otherwise.
 if (config.FLOCKER_LOG !== "silent") {
-  const hosts = flocker.cluster.hosts.map((h) =>
-    `  ${h.name.padEnd(24)} ${h.status.state.padEnd(10)} ${h.status.version ?? "-"} (API ${h.status.apiVersion ?? "-"})`
-  );
-  console.log(`flocker listening on ${tls ? "https" : "tcp"}://${server.address}\n${hosts.join("\n")}`);
+  const listen = `${tls ? "https" : "tcp"}://${server.address}`;
+  const hosts = flocker.cluster.hosts;
+  if (process.stdout.isTTY) {
+    const table = [["HOST", "STATE", "ENGINE", "API", "CONTAINERS", ""], ...hosts.map((h) => {
+      const s = h.status;
+      return [h.name, s.state, s.version ?? "-", s.apiVersion ?? "-", String(s.containers), s.state !== "healthy" ? s.lastError ?? "" : ""];
+    })];
+    const widths = table[0].map((_, i) => Math.max(...table.map((r) => r[i].length)));
+    const lines = table.map((r) => `  ${r.map((cell, i) => cell.padEnd(widths[i])).join("  ")}`.trimEnd());
+    console.log(`flocker listening on ${listen}: ${hosts.length} hosts, strategy ${config.FLOCKER_STRATEGY}, status page at /_flocker/\n${lines.join("\n")}`);
+  } else {
+    console.log(JSON.stringify({
+      time: new Date().toISOString(),
+      level: "info",
+      msg: "listening",
+      listen,
+      strategy: config.FLOCKER_STRATEGY,
+      hosts: hosts.map((h) => ({
+        name: h.name,
+        address: h.address,
+        state: h.status.state,
+        version: h.status.version ?? null,
+        apiVersion: h.status.apiVersion ?? null,
+        containers: h.status.containers,
+        ...(h.status.lastError && h.status.state !== "healthy" && { error: h.status.lastError }),
+      })),
+    }));
+  }
 }
 const stop = async () => {
   await server.close();

@@ -2,7 +2,7 @@
 # Installs the system packages the test bed needs (Debian/Ubuntu, as root), when any is missing.
 set -euo pipefail
 need=0
-for bin in dockerd docker-registry redis-server htpasswd curl docker-compose wrk haproxy; do
+for bin in dockerd docker-registry redis-server htpasswd curl docker-compose wrk haproxy chromium; do
   command -v "$bin" >/dev/null 2>&1 || need=1
 done
 [[ -x /bin/busybox ]] || need=1
@@ -22,7 +22,7 @@ if [[ ! -e /usr/sbin/policy-rc.d ]]; then
 fi
 apt-get update -qq
 apt-get install -y -qq docker.io docker-registry busybox-static redis-server apache2-utils curl ca-certificates \
-  iproute2 wrk haproxy docker-compose >/dev/null
+  iproute2 wrk haproxy docker-compose chromium >/dev/null
 if ((created_policy)); then rm -f /usr/sbin/policy-rc.d; fi
 # dockerd needs cgroups; a bare container may not have them mounted.
 if ! grep -qE '^cgroup2? ' /proc/mounts && command -v cgroupfs-mount >/dev/null; then
