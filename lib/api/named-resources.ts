@@ -34,7 +34,7 @@ export function namedResourceRoutes(ctx: FlockerContext, kind: ResourceKind) {
   const { base } = kind;
 
   /** The resource's name (ids differ per host), from the store or by asking the hosts. */
-  async function resolve(ref: string): Promise<{ name: string; hosts: Host[]; body: Item } | undefined> {
+  async function resolve(ref: string): Promise<{ name: string; hosts: Host[]; body: Item; ids: string[] } | undefined> {
     const name = kind.kind === "net" ? (await store.get(networkIdKey(ref))) ?? ref : ref;
     const ask = async (n: string) =>
       (await fanoutJson<Item>(cluster.healthy(), `${base}/${encodeURIComponent(n)}`)).answers.filter((a) => a.status === 200);
@@ -49,7 +49,7 @@ export function namedResourceRoutes(ctx: FlockerContext, kind: ResourceKind) {
     const pinned = await store.get(pinKey(kind.kind, realName));
     // The pinned copy (the one containers use) answers first.
     found.sort((a, b) => Number(b.host.name === pinned) - Number(a.host.name === pinned));
-    return { name: realName, hosts: found.map((a) => a.host), body: found[0].body };
+    return { name: realName, hosts: found.map((a) => a.host), body: found[0].body, ids: found.map((a) => String(a.body.Id ?? "")) };
   }
 
   /** Forget a compose project's pin once its resources go and no container of it is left. */
@@ -147,6 +147,7 @@ export function namedResourceRoutes(ctx: FlockerContext, kind: ResourceKind) {
     const first = await forward(main, c.req.raw, { path });
     if (first.status >= 300) return first;
     await store.delete(pinKey(kind.kind, found.name));
+    if (kind.kind === "net") for (const id of found.ids) if (id) await store.delete(networkIdKey(id));
     const results = await Promise.all(rest.map((h) => forward(h, c.req.raw, { path })));
     const failed = results.find((r) => r.status >= 300 && r.status !== 404);
     await Promise.all(results.filter((r) => r !== failed).map((r) => r.body?.cancel()));
