@@ -22,6 +22,8 @@ export interface FrontOptions {
   dial: (host: Host) => net.Socket;
   /** Hands a connection to the full HTTP server, with the bytes already read. */
   handOff: (socket: net.Socket, buffered: Buffer) => void;
+  /** The full HTTP server as a pseudo host: requests the fast path does not take go there. */
+  api: Host;
 }
 
 interface Head {
@@ -126,6 +128,10 @@ export class Front {
 
   get flocker() {
     return this.options.flocker;
+  }
+
+  get api() {
+    return this.options.api;
   }
 
   handOff(socket: net.Socket, buffered: Buffer) {
@@ -337,14 +343,14 @@ class ClientConnection {
     this.#busy = true; // bytes that arrive meanwhile wait in the buffer
     const start = performance.now();
     const route = await this.front.flocker.passThrough(head.method, pathname);
-    if (route === undefined) {
-      this.#busy = false;
-      return this.#leave((s, b) => this.front.handOff(s, b));
-    }
     const request = this.#buffer.subarray(0, head.length);
     this.#buffer = this.#buffer.subarray(head.length);
     const body = Framing.body(chunked, length);
-    if (route instanceof Response) {
+    if (route === undefined) {
+      // Everything else: the full app, one request at a time over a kept-alive connection to it,
+      // so the next request on this connection can take the fast path again. It logs and counts.
+      await this.#pass(this.front.api, request, head.method === "HEAD", body);
+    } else if (route instanceof Response) {
       this.front.flocker.noteRequest(head.method, pathname, route.status, undefined, start);
       if (!body.done) return this.#leave((s) => this.#refuse(s, route)); // its body is never read
       await this.#answer(route);

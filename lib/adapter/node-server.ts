@@ -11,7 +11,7 @@ import tls from "node:tls";
 import type { Duplex } from "node:stream";
 import { getRequestListener } from "@hono/node-server";
 import type { Flocker } from "../flocker.ts";
-import type { Host } from "../cluster/host.ts";
+import { type Host, newHostStatus, parseHostAddress } from "../cluster/host.ts";
 import type { EngineTls } from "./host-fetch.ts";
 import { Front, splice } from "./front.ts";
 
@@ -53,8 +53,14 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
   });
 
   const sockets = new Set<net.Socket>();
+  const api: Host = {
+    ...parseHostAddress(`flocker-api=unix://${inner}`),
+    status: newHostStatus(),
+    fetch: () => Promise.reject(new Error("not fetched")),
+  };
   const front = new Front({
     flocker,
+    api,
     dial: (host) => dial(host, options.engineTls),
     handOff: (socket, buffered) => {
       const upstream = net.connect({ path: inner, allowHalfOpen: true });
