@@ -121,8 +121,8 @@ export class Cluster {
     s.failures++;
     s.lastError = err instanceof Error ? err.message : String(err);
     s.state = "unhealthy";
-    // Back off: a dead host is asked less and less often (up to every 30 s).
-    s.nextProbe = Date.now() + Math.min(30_000, this.probeIntervalMs * 2 ** (s.failures - 1));
+    // Back off: a dead host is asked less and less often (at most 8 intervals apart, and 30 s).
+    s.nextProbe = Date.now() + Math.min(30_000, this.probeIntervalMs * 2 ** Math.min(3, s.failures - 1));
   }
 
   probeAll(): Promise<void> {

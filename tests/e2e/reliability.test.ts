@@ -82,7 +82,7 @@ describe("host loss", () => {
     // Back: the engine restarts, flocker notices (recovering, then healthy) and routes again.
     const up = spawnSync("bash", ["scripts/cluster.sh", "start-engine", "3"], { cwd: ROOT, env: { ...process.env, CLUSTER_DIR: testDir() } });
     expect(up.status, String(up.stderr)).toBe(0);
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + 40_000;
     let inspect;
     do {
       await Bun.sleep(500);
