@@ -32,6 +32,7 @@ const engineTls = certDir
 const flocker = createFlocker({
   hosts: config.FLOCKER_HOSTS,
   redis: config.FLOCKER_REDIS,
+  redisHostsSet: config.FLOCKER_HOSTS_SET,
   redisPrefix: config.FLOCKER_REDIS_PREFIX,
   strategy: config.FLOCKER_STRATEGY,
   pull: config.FLOCKER_PULL,

@@ -38,6 +38,8 @@ export const configSchema = z.object({
   FLOCKER_REDIS: z.string().regex(/^rediss?:\/\//, "expected redis://... or rediss://...").optional(),
   /** Namespace of flocker's keys in Redis (see lib/store/types.ts). */
   FLOCKER_REDIS_PREFIX: z.string().max(200).default("flocker:"),
+  /** A Redis set of host addresses that join the inventory at run time (needs FLOCKER_REDIS). */
+  FLOCKER_HOSTS_SET: z.string().min(1).max(200).optional(),
   FLOCKER_REGISTRY_AUTH: z.string().optional(),
   FLOCKER_PROBE_INTERVAL: z.coerce.number().int().min(100).max(600_000).default(5000),
   FLOCKER_LOG: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
@@ -94,6 +96,9 @@ export function loadConfig(env: Record<string, string | undefined>, argv: string
   const config = result.data;
   if ((config.FLOCKER_TLS_CERT === undefined) !== (config.FLOCKER_TLS_KEY === undefined)) {
     throw new ConfigError("invalid configuration:\n  FLOCKER_TLS_CERT and FLOCKER_TLS_KEY go together");
+  }
+  if (config.FLOCKER_HOSTS_SET && !config.FLOCKER_REDIS) {
+    throw new ConfigError("invalid configuration:\n  FLOCKER_HOSTS_SET needs FLOCKER_REDIS");
   }
   return config;
 }

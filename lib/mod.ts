@@ -17,6 +17,11 @@ export interface FlockerOptions extends Omit<CoreOptions, "hostFetch" | "hosts">
   redis?: string;
   /** Namespace of flocker's keys in Redis (default `flocker:`). */
   redisPrefix?: string;
+  /**
+   * Name of a Redis set (under the prefix) of host addresses: members join the inventory beside
+   * `hosts`, read every probe interval, so hosts join and leave without a restart. Needs `redis`.
+   */
+  redisHostsSet?: string;
   /** The user's own store as `get`/`set`/`delete` hooks (ignored when `store` is given). */
   storeHooks?: StoreHooks;
   /** Client certificates for `https://` engines. */
@@ -28,9 +33,17 @@ export function createFlocker(options: FlockerOptions = {}): Flocker {
   const store: Store | undefined = options.store ??
     (options.storeHooks ? new HookStore(options.storeHooks) : undefined) ??
     (options.redis ? new RedisStore(options.redis, { prefix: options.redisPrefix }) : undefined);
+  const hosts = options.hosts ?? ["unix:///var/run/docker.sock"];
+  let hooks = options.hooks;
+  if (options.redisHostsSet && store instanceof RedisStore && !hooks?.list) {
+    const set = options.redisHostsSet;
+    const fixed = hosts.map((h) => (typeof h === "string" ? h : `${h.name}=${h.address}`));
+    hooks = { ...hooks, list: async () => [...new Set([...fixed, ...(await store.redis.smembers(set))])] };
+  }
   return buildFlocker({
     ...options,
-    hosts: options.hosts ?? ["unix:///var/run/docker.sock"],
+    hooks,
+    hosts,
     store,
     hostFetch: options.hostFetch ?? runtimeHostFetch(options.engineTls),
   });

@@ -117,3 +117,37 @@ describe("constraints and strategies through flocker", () => {
     expect(none.stderr).toContain("constraint:node==nowhere");
   });
 });
+
+describe("inventory from a Redis set", () => {
+  test("hosts added to and removed from the set join and leave without a restart", async () => {
+    const { default: Redis } = await import("ioredis");
+    const prefix = `${uniq("inv")}:`;
+    const redis = new Redis(testEnv.redis, { keyPrefix: prefix });
+    const f = await startFlocker("bun", {
+      FLOCKER_HOSTS: testEnv.hosts[0],
+      FLOCKER_REDIS: testEnv.redis,
+      FLOCKER_REDIS_PREFIX: prefix,
+      FLOCKER_HOSTS_SET: "hosts",
+    });
+    const names = uniq("inv");
+    const hostsIn = async () => (await docker(cli, f.dockerHost, ["info", "--format", "{{json .Labels}}"])).stdout.match(/flocker\.host\./g)?.length ?? 0;
+    const waitFor = async (n: number) => {
+      const deadline = Date.now() + 10_000;
+      while ((await hostsIn()) !== n && Date.now() < deadline) await Bun.sleep(300);
+      return hostsIn();
+    };
+    try {
+      expect(await hostsIn()).toBe(1);
+      await redis.sadd("hosts", testEnv.hosts[1]);
+      expect(await waitFor(2)).toBe(2);
+      const r = await docker(cli, f.dockerHost, ["run", "--rm", "--name", names, "-e", `constraint:node==${testEnv.hosts[1]}`, testEnv.image, "echo", "joined"]);
+      expect(r.stdout.trim(), r.stderr).toBe("joined");
+      await redis.srem("hosts", testEnv.hosts[1]);
+      expect(await waitFor(1)).toBe(1);
+    } finally {
+      await redis.del("hosts");
+      redis.disconnect();
+      await f.stop();
+    }
+  });
+});
