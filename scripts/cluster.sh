@@ -323,6 +323,8 @@ cmd_up() {
   dk 1 image inspect "$PRIVATE_IMAGE" >/dev/null 2>&1 || cleanup_failed_up "engine e1 lacks $PRIVATE_IMAGE"
 
   write_env
+  # start-engine must reuse these, whatever the caller's environment says.
+  printf 'ENGINE_PORT_BASE=%s\nREGISTRY_PORT=%s\nREDIS_PORT=%s\n' "$ENGINE_PORT_BASE" "$REGISTRY_PORT" "$REDIS_PORT" >"$CLUSTER_DIR/ports"
   rm -rf "$CLUSTER_DIR/img/rootfs" "$CLUSTER_DIR/img/image.tar"
   log "cluster up in $((SECONDS - t0))s (daemons ready $((t1 - t0))s, image setup $((SECONDS - t1))s)"
   cat "$CLUSTER_DIR/env"
@@ -495,6 +497,8 @@ with_lock() {
 # Start engine N again after a test killed it (same flags, same data), and wait for it to answer.
 cmd_start_engine() {
   local i=${1:?engine number} deadline=$((SECONDS + PING_TIMEOUT))
+  # shellcheck disable=SC1091
+  [[ -f $CLUSTER_DIR/ports ]] && source "$CLUSTER_DIR/ports"
   engine_ping "$i" && return 0
   start_engine "$i"
   until engine_ping "$i"; do

@@ -380,3 +380,81 @@ describe("security", () => {
     }
   });
 });
+
+describe("TLS to engines", () => {
+  const prefix = uniq("tlseng");
+  // A fourth engine that speaks only TLS and wants client certificates (dockerd --tlsverify).
+  const dir = join(testDir(), `t${Math.random().toString(36).slice(2, 6)}`);
+  let dockerd: ReturnType<typeof Bun.spawn> | undefined;
+  let port: number;
+  let f: RunningFlocker | undefined;
+
+  beforeAll(async () => {
+    mkdirSync(join(dir, "certs"), { recursive: true });
+    const sh = (cmd: string) => {
+      const r = spawnSync("sh", ["-c", cmd], { cwd: join(dir, "certs") });
+      if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 1 -subj /CN=engine-ca 2>/dev/null");
+    writeFileSync(join(dir, "certs", "server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+    sh("openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=127.0.0.1 2>/dev/null");
+    sh("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server.pem -days 1 -extfile server.ext 2>/dev/null");
+    writeFileSync(join(dir, "certs", "client.ext"), "extendedKeyUsage=clientAuth\n");
+    sh("openssl req -newkey rsa:2048 -nodes -keyout key.pem -out client.csr -subj /CN=flocker 2>/dev/null");
+    sh("openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out cert.pem -days 1 -extfile client.ext 2>/dev/null");
+    port = await freePort();
+    writeFileSync(join(dir, "daemon.json"), JSON.stringify({ "deprecated-key-path": join(dir, "key.json") }));
+    dockerd = Bun.spawn([
+      "dockerd", "--config-file", join(dir, "daemon.json"), "--data-root", join(dir, "data"), "--exec-root", join(dir, "x"),
+      "--pidfile", join(dir, "pid"), "-H", `unix://${join(dir, "s")}`, "-H", `tcp://127.0.0.1:${port}`,
+      "--tlsverify", "--tlscacert", join(dir, "certs/ca.pem"), "--tlscert", join(dir, "certs/server.pem"),
+      "--tlskey", join(dir, "certs/server-key.pem"), "--iptables=false", "--ip-masq=false", "--bridge=none",
+      "--storage-driver=vfs", "--insecure-registry", testEnv.registry,
+    ], { stdout: "ignore", stderr: "ignore" });
+    const deadline = Date.now() + 60_000;
+    while (spawnSync("curl", ["-fsS", "--max-time", "2", "--unix-socket", join(dir, "s"), "http://localhost/_ping"]).status !== 0) {
+      if (Date.now() > deadline) throw new Error("TLS dockerd did not start");
+      await Bun.sleep(300);
+    }
+    f = await startFlocker("bun", {
+      FLOCKER_HOSTS: `${testEnv.hosts[0]},secure=https://127.0.0.1:${port}`,
+      FLOCKER_HOST_CERT_PATH: join(dir, "certs"),
+    });
+  });
+  afterAll(async () => {
+    await f?.stop();
+    if (dockerd) {
+      spawnSync("curl", ["-s", "-X", "POST", "--unix-socket", join(dir, "s"), "http://localhost/containers/prune"]);
+      for (const c of JSON.parse(spawnSync("curl", ["-s", "--unix-socket", join(dir, "s"), "http://localhost/containers/json?all=1"]).stdout.toString() || "[]") as { Id: string }[]) {
+        spawnSync("curl", ["-s", "-X", "DELETE", "--unix-socket", join(dir, "s"), `http://localhost/containers/${c.Id}?force=1`]);
+      }
+      dockerd.kill("SIGTERM");
+      const timer = setTimeout(() => dockerd!.kill("SIGKILL"), 15_000);
+      await dockerd.exited;
+      clearTimeout(timer);
+    }
+    await removeContainers(prefix);
+    spawnSync("sh", ["-c", `grep ' ${dir}' /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r -n1 umount -l; rm -rf '${dir}'`]);
+  });
+
+  test("an https:// engine with client certificates: probed, pulled to, run on, exec'd into", async () => {
+    const info = await docker(cli, f!.dockerHost, ["info", "--format", "{{json .Labels}}"]);
+    expect(info.stdout).toMatch(/flocker\.host\.secure=https:\/\/127\.0\.0\.1:\d+ state=healthy/);
+    const config = tempDir("flk-tlslogin-");
+    try {
+      expect((await docker(cli, f!.dockerHost, ["login", testEnv.registry, "-u", testEnv.registryUser, "--password-stdin"], { input: testEnv.registryPass, config })).code).toBe(0);
+      const pull = await docker(cli, f!.dockerHost, ["pull", testEnv.privateImage], { config, timeoutMs: 120_000 });
+      expect(pull.code, pull.stderr).toBe(0);
+      const name = `${prefix}-c`;
+      const run = await docker(cli, f!.dockerHost, ["run", "-d", "--name", name, "-e", "constraint:node==secure", testEnv.privateImage, "sleep", "120"]);
+      expect(run.code, run.stderr).toBe(0);
+      const exec = await docker(cli, f!.dockerHost, ["exec", "-i", name, "cat"], { input: "through-tls-engine\n" });
+      expect(exec.stdout).toBe("through-tls-engine\n");
+      expect((await docker(cli, f!.dockerHost, ["logs", name])).code).toBe(0);
+      expect((await docker(cli, f!.dockerHost, ["rm", "-f", name])).code).toBe(0);
+    } finally {
+      removeDir(config);
+      for (const h of testEnv.hosts.slice(1)) await fetch(`http://${h}/images/${testEnv.privateImage}?force=1`, { method: "DELETE" });
+    }
+  });
+});
