@@ -3,7 +3,7 @@
  * started by `npm test`), and drive the real docker CLIs through it.
  */
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect as connectTcp, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -215,3 +215,17 @@ export async function removeContainers(prefix: string) {
 }
 
 export const uniq = (base: string) => `${base}-${Math.random().toString(36).slice(2, 8)}`;
+
+/** Wait until something accepts TCP connections on 127.0.0.1:port. */
+export async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connectTcp(port, "127.0.0.1", () => (s.end(), resolve(true)));
+      s.on("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
+    await Bun.sleep(100);
+  }
+}

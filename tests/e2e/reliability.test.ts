@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   CLIS, docker, freePort, hostOf, removeContainers, removeDir, ROOT, type RunningFlocker, startFlocker, tempDir, testEnv,
-  uniq,
+  uniq, waitForPort,
 } from "./harness.ts";
 
 const cli = CLIS[CLIS.length - 1].path;
@@ -99,15 +99,7 @@ describe("store loss (real redis-server)", () => {
   const prefix = uniq("storeloss");
   const startRedis = async () => {
     redis = Bun.spawn(["redis-server", "--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdout: "ignore", stderr: "ignore" });
-    for (let i = 0; i < 50; i++) {
-      const ok = await new Promise<boolean>((r) => {
-        const s = connect(redisPort, "127.0.0.1", () => (s.end(), r(true)));
-        s.on("error", () => r(false));
-      });
-      if (ok) return;
-      await Bun.sleep(100);
-    }
-    throw new Error("redis-server did not start");
+    await waitForPort(redisPort, 5000);
   };
   beforeAll(async () => {
     redisPort = await freePort();
@@ -312,14 +304,7 @@ describe("security", () => {
       stdout: "pipe",
       stderr: "pipe",
     });
-    for (let i = 0; i < 100; i++) {
-      const ok = await new Promise<boolean>((r) => {
-        const s = connect(port, "127.0.0.1", () => (s.end(), r(true)));
-        s.on("error", () => r(false));
-      });
-      if (ok) break;
-      await Bun.sleep(100);
-    }
+    await waitForPort(port);
     return { stop: async () => (proc.kill(), await proc.exited) };
   }
 
