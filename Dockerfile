@@ -23,6 +23,6 @@ FROM ${BASE}
 # (FLOCKER_LISTEN defaults to 127.0.0.1:2375: see README, "Container image").
 EXPOSE 2375
 USER 65532:65532
-ENTRYPOINT ["/usr/local/bin/bun", "/app/flocker.js"]
+ENTRYPOINT ["/usr/local/bin/bun", "--smol", "/app/flocker.js"]
 COPY --from=build /usr/local/bin/bun /usr/local/bin/bun
 COPY --from=build /out/flocker.js /app/flocker.js

@@ -61,8 +61,9 @@ export interface Flocker {
    * For servers with a byte-level fast path: the engine a plain routed call (GET/HEAD of one
    * container or exec, PUT of an archive) goes to, a Response to send instead, or undefined when
    * the request needs the full app. The request itself is then passed to the engine unchanged.
+   * Answered synchronously when the route is already known (no promise on the hot path).
    */
-  passThrough: (method: string, pathname: string) => Promise<Host | Response | undefined>;
+  passThrough: (method: string, pathname: string) => PassRoute | Promise<PassRoute>;
   /** Open hijacked streams, kept by the server glue: +1 when one starts piping, -1 when it closes. */
   hijackStream: (delta: 1 | -1) => void;
   /** Count and log a request the server glue answered outside the app (its byte-level fast path). */
@@ -76,6 +77,9 @@ export interface Flocker {
   ready: Promise<void>;
   close: () => Promise<void>;
 }
+
+/** Where a fast-path request goes: an engine, an answer of flocker's own, or the full app (undefined). */
+export type PassRoute = Host | Response | undefined;
 
 export function toResponse(err: unknown): Response {
   if (err instanceof DockerError) return errorResponse(err.status, err.message);
@@ -145,6 +149,34 @@ export function buildFlocker(options: CoreOptions): Flocker {
   app.notFound(() => errorResponse(404, "page not found"));
   app.onError((err) => toResponse(err));
 
+  // Routed reads by full container id: an id never moves to another host, so its route is kept
+  // (once the container is gone its engine answers the 404 itself). The fast path then costs one
+  // map lookup instead of a store round trip. Dropped when the inventory or API versions change.
+  const routes = new Map<string, Host>();
+  let routesGeneration = cluster.generation;
+  const resolvePassThrough = async (method: string, pathname: string, key: string) => {
+    const target = passThroughTarget(stripApiVersion(pathname));
+    // Reads, and `docker cp` into a container (PUT archive: its tar body streams straight through).
+    if (!target || !(method === "GET" || method === "HEAD" || (method === "PUT" && target.action === "archive"))) return undefined;
+    try {
+      checkRequest(policy, method, pathname);
+      await ready;
+      checkApiVersion(pathname, cluster.apiVersion(), compareVersions);
+      const ref = decodeURIComponent(target.ref);
+      const located = target.kind === "exec" ? { host: await locator.exec(ref), id: "" } : await locator.container(ref);
+      if (located.id === ref && target.kind === "container") {
+        if (routesGeneration !== cluster.generation || routes.size >= ROUTE_CACHE_SIZE) {
+          routes.clear();
+          routesGeneration = cluster.generation;
+        }
+        routes.set(key, located.host);
+      }
+      return located.host.status.state === "unhealthy" ? hostDown(located.host) : located.host;
+    } catch (err) {
+      return toResponse(err);
+    }
+  };
+
   const flocker: Flocker = {
     fetch: (request) => Promise.resolve(app.fetch(request)),
     app,
@@ -161,20 +193,11 @@ export function buildFlocker(options: CoreOptions): Flocker {
       }
     },
     isHijackPath,
-    async passThrough(method, pathname) {
-      const target = passThroughTarget(stripApiVersion(pathname));
-      // Reads, and `docker cp` into a container (PUT archive: its tar body streams straight through).
-      if (!target || !(method === "GET" || method === "HEAD" || (method === "PUT" && target.action === "archive"))) return undefined;
-      try {
-        checkRequest(policy, method, pathname);
-        await ready;
-        checkApiVersion(pathname, cluster.apiVersion(), compareVersions);
-        const ref = decodeURIComponent(target.ref);
-        const host = target.kind === "exec" ? await locator.exec(ref) : (await locator.container(ref)).host;
-        return host.status.state === "unhealthy" ? hostDown(host) : host;
-      } catch (err) {
-        return toResponse(err);
-      }
+    passThrough(method, pathname) {
+      const key = method + pathname;
+      const known = routes.get(key);
+      if (known && routesGeneration === cluster.generation) return known.status.state === "unhealthy" ? hostDown(known) : known;
+      return resolvePassThrough(method, pathname, key);
     },
     hijackStream(delta) {
       telemetry.hijackedStreams += delta;
@@ -203,6 +226,9 @@ export function buildFlocker(options: CoreOptions): Flocker {
   };
   return flocker;
 }
+
+/** Routes kept by the fast path before the map starts over. */
+const ROUTE_CACHE_SIZE = 10_000;
 
 /** Routed reads that need nothing but a lookup: the same answer as the app's catch-all routes. */
 const PASS_CONTAINER = /^\/containers\/([^/]+)\/(json|top|changes|stats|logs|archive|export)$/;

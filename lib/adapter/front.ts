@@ -8,8 +8,9 @@
  * one place where the Docker API is implemented.
  */
 import net from "node:net";
-import type { Flocker } from "../flocker.ts";
+import type { Flocker, PassRoute } from "../flocker.ts";
 import type { Host } from "../cluster/host.ts";
+import { noteStreamed } from "./memory.ts";
 
 /** Largest request head accepted (docker's own limit is 1 MiB; a CLI head is < 1 KiB). */
 const MAX_HEAD = 64 * 1024;
@@ -29,16 +30,39 @@ export interface FrontOptions {
 interface Head {
   method: string;
   target: string;
-  /** Only the headers the fast path looks at (lower-cased names); a duplicate of one makes the head "not simple". */
-  headers: Map<string, string>;
+  contentLength?: string;
+  transferEncoding?: string;
+  upgrade: boolean;
+  connectionClose: boolean;
+  /** A watched header sent twice (smuggling territory): such a request never takes the fast path. */
   duplicate: boolean;
+  /** Bytes of the head, blank line included. */
   length: number;
 }
 
-const WATCHED = ["content-length", "transfer-encoding", "upgrade", "connection"];
+const EMPTY = Buffer.alloc(0);
+// Heads are ASCII; windows-1252 (what "latin1" decodes as) keeps every byte one character.
+const latin1 = new TextDecoder("latin1");
+
+/** Where an HTTP head ends (the index of its "\r\n\r\n"), or -1: a byte scan, no string made. */
+export function headEnd(buf: Uint8Array): number {
+  for (let i = buf.indexOf(13); i >= 0 && i + 3 < buf.length; i = buf.indexOf(13, i + 1)) {
+    if (buf[i + 1] === 10 && buf[i + 2] === 13 && buf[i + 3] === 10) return i;
+  }
+  return -1;
+}
+
+/** The value of a header in a lower-cased head, "" when absent; `dup` is set when it comes twice. */
+function headerValue(lower: string, name: string, state: { dup: boolean }): string | undefined {
+  const at = lower.indexOf(name);
+  if (at < 0) return undefined;
+  if (lower.indexOf(name, at + name.length) >= 0) state.dup = true;
+  const stop = lower.indexOf("\r\n", at + name.length);
+  return lower.slice(at + name.length, stop < 0 ? undefined : stop).trim();
+}
 
 function parseHead(buf: Buffer, end: number): Head | undefined {
-  const text = buf.toString("latin1", 0, end);
+  const text = latin1.decode(buf.subarray(0, end));
   const eol = text.indexOf("\r\n");
   const requestLine = eol < 0 ? text : text.slice(0, eol);
   const sp1 = requestLine.indexOf(" ");
@@ -46,20 +70,18 @@ function parseHead(buf: Buffer, end: number): Head | undefined {
   if (sp1 <= 0 || sp2 < 0 || requestLine.slice(sp2 + 1) !== "HTTP/1.1") return undefined;
   const method = requestLine.slice(0, sp1);
   if (!/^[A-Z]+$/.test(method)) return undefined;
-  const headers = new Map<string, string>();
-  let duplicate = false;
-  if (eol >= 0) {
-    const lower = text.toLowerCase();
-    for (const name of WATCHED) {
-      const key = `\r\n${name}:`;
-      const at = lower.indexOf(key);
-      if (at < 0) continue;
-      if (lower.indexOf(key, at + 1) >= 0) duplicate = true;
-      const stop = text.indexOf("\r\n", at + 2);
-      headers.set(name, text.slice(at + key.length, stop < 0 ? undefined : stop).trim());
-    }
-  }
-  return { method, target: requestLine.slice(sp1 + 1, sp2), headers, duplicate, length: end + 4 };
+  const head: Head = { method, target: requestLine.slice(sp1 + 1, sp2), upgrade: false, connectionClose: false, duplicate: false, length: end + 4 };
+  if (eol < 0) return head;
+  // Only the framing headers matter here, looked up in one lower-cased copy (values lower-cased too:
+  // all of them compare case-insensitively).
+  const lower = text.toLowerCase();
+  const state = { dup: false };
+  head.contentLength = headerValue(lower, "\r\ncontent-length:", state);
+  head.transferEncoding = headerValue(lower, "\r\ntransfer-encoding:", state);
+  head.upgrade = headerValue(lower, "\r\nupgrade:", state) !== undefined;
+  head.connectionClose = headerValue(lower, "\r\nconnection:", state)?.includes("close") ?? false;
+  head.duplicate = state.dup;
+  return head;
 }
 
 /** What one exchange on an engine connection wants to hear. */
@@ -144,15 +166,19 @@ export class Front {
   }
 }
 
+/** Where a chunked message is: in a size line, its extension, the data, the CRLF after it, the trailers. */
+const Chunk = { Size: 0, Extension: 1, Data: 2, DataEnd: 3, Trailer: 4 } as const;
+
 /** Where a message ends: by length, by chunked framing, or at close. Bytes pass through untouched. */
 class Framing {
   #headDone = false;
-  #head: Buffer = Buffer.alloc(0);
+  #head: Buffer = EMPTY;
   #remaining = 0;
   #mode: "length" | "chunked" | "close" | "none" = "none";
-  // chunked state
-  #chunkState: "size" | "data" | "crlf" | "trailer" = "size";
-  #line = "";
+  #chunk: number = Chunk.Size;
+  /** Hex digits read of the current chunk size; characters on the current trailer line. */
+  #digits = 0;
+  #lineLength = 0;
   keepAlive = true;
   done = false;
   /** The response's status, once its head is read (0 before). */
@@ -170,21 +196,20 @@ class Framing {
     return f;
   }
 
-  /** Feed bytes; returns how many of them belong to this response (the rest is not ours). */
+  /** Feed bytes; returns how many of them belong to this message (the rest is not ours). */
   feed(chunk: Buffer): number {
     let i = 0;
     if (!this.#headDone) {
       const joined = this.#head.length ? Buffer.concat([this.#head, chunk]) : chunk;
-      const end = joined.indexOf("\r\n\r\n");
+      const end = headEnd(joined);
       if (end < 0) {
         this.#head = joined;
         return chunk.length;
       }
       this.#headDone = true;
-      const headLen = end + 4;
-      i = headLen - this.#head.length;
-      this.#parseHead(joined.toString("latin1", 0, end));
-      this.#head = Buffer.alloc(0);
+      i = end + 4 - this.#head.length;
+      this.#parseHead(joined, end);
+      this.#head = EMPTY;
       if (this.#mode === "none") {
         this.done = true;
         return i;
@@ -197,57 +222,75 @@ class Framing {
       if (this.#remaining === 0) this.done = true;
       return i + take;
     }
-    // chunked: walk the framing without copying the data
+    return this.#chunked(chunk, i);
+  }
+
+  /** Walk chunked framing (sizes, extensions, trailers) without copying or decoding the data. */
+  #chunked(chunk: Buffer, i: number): number {
     while (i < chunk.length && !this.done) {
-      if (this.#chunkState === "data") {
+      if (this.#chunk === Chunk.Data) {
         const take = Math.min(this.#remaining, chunk.length - i);
         this.#remaining -= take;
         i += take;
-        if (this.#remaining === 0) this.#chunkState = "crlf";
+        if (this.#remaining === 0) this.#chunk = Chunk.DataEnd;
         continue;
       }
       const byte = chunk[i++];
-      if (byte !== 0x0a) {
-        this.#line += String.fromCharCode(byte);
-        continue;
-      }
-      const line = this.#line.replace(/\r$/, "");
-      this.#line = "";
-      if (this.#chunkState === "crlf") {
-        this.#chunkState = "size";
-      } else if (this.#chunkState === "size") {
-        const size = parseInt(line.split(";")[0], 16);
-        if (Number.isNaN(size)) {
-          this.keepAlive = false;
-          this.done = true;
-        } else if (size === 0) this.#chunkState = "trailer";
-        else {
-          this.#remaining = size;
-          this.#chunkState = "data";
+      switch (this.#chunk) {
+        case Chunk.Size: {
+          const digit = byte >= 48 && byte <= 57 ? byte - 48 : (byte | 32) >= 97 && (byte | 32) <= 102 ? (byte | 32) - 87 : -1;
+          if (digit >= 0 && this.#digits < 12) {
+            this.#remaining = this.#remaining * 16 + digit;
+            this.#digits++;
+          } else if (byte === 59 && this.#digits) this.#chunk = Chunk.Extension; // ';'
+          else if ((byte === 13 || byte === 32 || byte === 9) && this.#digits) this.#chunk = Chunk.Extension; // LF follows
+          else if (byte === 10 && this.#digits) {
+            this.#chunk = Chunk.Extension; // a bare LF ends the size line too
+            i--;
+          }
+          else this.#broken();
+          break;
         }
-      } else if (line === "") this.done = true; // end of trailers
+        case Chunk.Extension:
+          if (byte !== 10) break;
+          this.#digits = 0;
+          this.#chunk = this.#remaining === 0 ? Chunk.Trailer : Chunk.Data;
+          this.#lineLength = 0;
+          break;
+        case Chunk.DataEnd: // the CRLF after a chunk's data
+          if (byte === 10) this.#chunk = Chunk.Size;
+          else if (byte !== 13) this.#broken();
+          break;
+        case Chunk.Trailer: // trailer lines, then an empty line
+          if (byte === 10) {
+            if (this.#lineLength === 0) this.done = true;
+            this.#lineLength = 0;
+          } else if (byte !== 13) this.#lineLength++;
+          break;
+      }
     }
     return i;
   }
 
-  #parseHead(text: string) {
-    const status = Number(text.slice(9, 12)); // "HTTP/1.1 200 OK"
-    this.status = status;
-    // Only three headers matter; look them up in one lower-cased copy instead of splitting lines.
-    const lower = text.toLowerCase();
-    const value = (name: string) => {
-      const at = lower.indexOf(`\r\n${name}:`);
-      if (at < 0) return undefined;
-      const stop = lower.indexOf("\r\n", at + 2);
-      return lower.slice(at + name.length + 3, stop < 0 ? undefined : stop).trim();
-    };
-    const cl = value("content-length");
+  /** Framing we cannot follow: this message ends here, and so does its connection. */
+  #broken() {
+    this.keepAlive = false;
+    this.done = true;
+  }
+
+  #parseHead(buf: Buffer, end: number) {
+    // "HTTP/1.1 200 OK": the status digits sit at fixed places.
+    const status = (buf[9] - 48) * 100 + (buf[10] - 48) * 10 + (buf[11] - 48);
+    this.status = Number.isInteger(status) && status >= 100 && status <= 999 ? status : 502;
+    const lower = latin1.decode(buf.subarray(0, end)).toLowerCase();
+    const state = { dup: false };
+    const cl = headerValue(lower, "\r\ncontent-length:", state);
     const length = cl === undefined ? undefined : Number(cl);
-    const chunked = value("transfer-encoding")?.includes("chunked") ?? false;
-    if (value("connection")?.includes("close")) this.keepAlive = false;
+    const chunked = headerValue(lower, "\r\ntransfer-encoding:", state)?.includes("chunked") ?? false;
+    if (headerValue(lower, "\r\nconnection:", state)?.includes("close")) this.keepAlive = false;
     if (this.isHead || status === 204 || status === 304 || (status >= 100 && status < 200)) this.#mode = "none";
     else if (chunked) this.#mode = "chunked";
-    else if (length !== undefined) {
+    else if (length !== undefined && Number.isSafeInteger(length) && length >= 0) {
       this.#mode = length > 0 ? "length" : "none";
       this.#remaining = length;
     } else {
@@ -258,13 +301,18 @@ class Framing {
 }
 
 class ClientConnection {
-  #buffer: Buffer = Buffer.alloc(0);
+  #buffer: Buffer = EMPTY;
+  /** A request is in flight: bytes that arrive meanwhile wait in the buffer (pipelining). */
   #busy = false;
   #gone = false;
+  /** The client half-closed: answer what it sent, then close. */
+  #ended = false;
   /** Receives a request body in flight. */
   #sink?: (chunk: Buffer) => void;
   /** Stops the request in flight when the client goes away. */
   #abort?: () => void;
+  /** The engine connection this client used last: the next request to that host reuses it directly. */
+  #engine?: EngineConnection;
 
   constructor(private front: Front, private socket: net.Socket) {}
 
@@ -277,6 +325,7 @@ class ClientConnection {
       this.#release();
     });
     this.socket.on("end", () => {
+      this.#ended = true;
       if (!this.#busy) this.socket.end();
     });
   }
@@ -284,12 +333,13 @@ class ClientConnection {
   #onData = (chunk: Buffer) => {
     if (this.#sink) return this.#sink(chunk);
     this.#buffer = this.#buffer.length ? Buffer.concat([this.#buffer, chunk]) : chunk;
-    if (!this.#busy) void this.#next();
+    if (!this.#busy) this.#next();
   };
 
   /** Send the request body to the engine as it arrives; bytes past its end stay for the next request. */
   #streamBody(upstream: net.Socket, body: Framing) {
     const push = (chunk: Buffer) => {
+      noteStreamed(chunk.length);
       const ours = body.feed(chunk);
       if (!upstream.write(ours === chunk.length ? chunk : chunk.subarray(0, ours))) {
         this.socket.pause();
@@ -301,7 +351,7 @@ class ClientConnection {
       }
     };
     const pending = this.#buffer;
-    this.#buffer = Buffer.alloc(0);
+    this.#buffer = EMPTY;
     this.#sink = push;
     if (pending.length) push(pending);
   }
@@ -317,51 +367,67 @@ class ClientConnection {
     this.socket.removeAllListeners("close");
     this.socket.pause();
     const buffered = this.#buffer;
-    this.#buffer = Buffer.alloc(0);
+    this.#buffer = EMPTY;
     handler(this.socket, buffered);
   }
 
-  async #next(): Promise<void> {
-    if (this.#gone) return;
-    const end = this.#buffer.indexOf("\r\n\r\n");
+  /** Take the next request in the buffer. Synchronous up to the engine write when the route is known. */
+  #next(): void {
+    if (this.#gone || this.#busy) return;
+    const end = headEnd(this.#buffer);
     if (end < 0) {
       if (this.#buffer.length > MAX_HEAD) this.#leave((s, b) => this.front.handOff(s, b)); // node:http answers 431
       return;
     }
     const head = parseHead(this.#buffer, end);
-    const pathname = head?.target.split("?")[0] ?? "";
-    const length = Number(head?.headers.get("content-length") ?? 0);
-    const chunked = head?.headers.get("transfer-encoding")?.toLowerCase() === "chunked";
-    const simple = head && !head.duplicate && !head.headers.has("upgrade") && Number.isSafeInteger(length) && length >= 0 &&
-      !(chunked && head.headers.has("content-length")) && (!head.headers.has("transfer-encoding") || chunked) &&
-      !head.headers.get("connection")?.toLowerCase().includes("close");
+    const query = head ? head.target.indexOf("?") : -1;
+    const pathname = head ? (query < 0 ? head.target : head.target.slice(0, query)) : "";
+    const length = Number(head?.contentLength ?? 0);
+    const chunked = head?.transferEncoding === "chunked";
+    const simple = head && !head.duplicate && !head.upgrade && Number.isSafeInteger(length) && length >= 0 &&
+      !(chunked && head.contentLength !== undefined) && (head.transferEncoding === undefined || chunked) &&
+      !head.connectionClose;
     // Attach and exec start, with Upgrade or in the legacy form: piped raw, straight to the engine.
     if (head?.method === "POST" && this.front.flocker.isHijackPath(pathname)) {
       return this.#leave((s, b) => void hijack(this.front, s, b, pathname));
     }
     if (!head || !simple) return this.#leave((s, b) => this.front.handOff(s, b));
-    this.#busy = true; // bytes that arrive meanwhile wait in the buffer
+    this.#busy = true;
     const start = performance.now();
-    const route = await this.front.flocker.passThrough(head.method, pathname);
+    const body = Framing.body(chunked, length);
+    const route = this.front.flocker.passThrough(head.method, pathname);
+    if (route instanceof Promise) route.then((r) => this.#dispatch(head, pathname, r, body, start));
+    else this.#dispatch(head, pathname, route, body, start);
+  }
+
+  #dispatch(head: Head, pathname: string, route: PassRoute, body: Framing, start: number) {
+    if (this.#gone) return;
     const request = this.#buffer.subarray(0, head.length);
     this.#buffer = this.#buffer.subarray(head.length);
-    const body = Framing.body(chunked, length);
+    const isHead = head.method === "HEAD";
     if (route === undefined) {
       // Everything else: the full app, one request at a time over a kept-alive connection to it,
       // so the next request on this connection can take the fast path again. It logs and counts.
-      await this.#pass(this.front.api, request, head.method === "HEAD", body);
+      this.#pass(this.front.api, request, isHead, body, this.#done);
     } else if (route instanceof Response) {
       this.front.flocker.noteRequest(head.method, pathname, route.status, undefined, start);
       if (!body.done) return this.#leave((s) => this.#refuse(s, route)); // its body is never read
-      await this.#answer(route);
+      this.#answer(route).then(this.#done);
     } else {
-      const status = await this.#pass(route, request, head.method === "HEAD", body);
-      this.front.flocker.noteRequest(head.method, pathname, status, route, start);
+      this.#pass(route, request, isHead, body, (status) => {
+        this.front.flocker.noteRequest(head.method, pathname, status, route, start);
+        this.#done();
+      });
     }
+  }
+
+  /** The request in flight is answered: on to the next one, if any. */
+  #done = () => {
     this.#busy = false;
     if (this.#gone) return;
     if (this.#buffer.length) return this.#next();
-  }
+    if (this.#ended) this.socket.end();
+  };
 
   async #refuse(socket: net.Socket, res: Response) {
     await this.#answer(res, true);
@@ -378,10 +444,6 @@ class ClientConnection {
     this.socket.write(body);
   }
 
-  /** One request to the engine and its response back, untouched. Retries once on a stale pooled connection. */
-  /** The engine connection this client used last: the next request to that host reuses it directly. */
-  #engine?: EngineConnection;
-
   #engineFor(host: Host, body: Framing): { engine: EngineConnection; reused: boolean } {
     // A request with a body gets a fresh connection: it cannot be replayed on a stale one.
     if (!body.done) return { engine: new EngineConnection(host, this.front.dialFresh(host)), reused: false };
@@ -392,78 +454,80 @@ class ClientConnection {
     return this.front.take(host);
   }
 
-  /** Resolves with the engine's status (502 when it never answered). */
-  #pass(host: Host, request: Buffer, isHead: boolean, body: Framing): Promise<number> {
-    return new Promise((resolve) => {
-      const attempt = (retry: boolean) => {
-        const { engine, reused } = this.#engineFor(host, body);
-        const upstream = engine.socket;
-        const framing = new Framing(isHead);
-        let sent = 0;
-        let settled = false;
-        const settle = () => {
-          settled = true;
-          engine.exchange = undefined;
-          this.#abort = undefined;
-          resolve(framing.status || 502);
-        };
-        const finish = (ok: boolean) => {
-          if (!body.done) {
-            // Answered before the whole body came (an error): the rest of this connection is unusable.
-            this.#sink = undefined;
-            engine.close();
-            this.socket.end();
-            this.#gone = true;
-          } else if (ok && framing.keepAlive && !this.#gone) this.#engine = engine;
-          else if (ok && framing.keepAlive) this.front.give(engine);
-          else engine.close();
-          settle();
-        };
-        const fail = (err: Error) => {
-          if (settled) return;
-          if (sent === 0 && reused && retry) {
-            engine.close();
-            return attempt(false);
-          }
-          if (sent === 0) {
-            const body = JSON.stringify({ message: `flocker: host ${host.name} (${host.address}) is unreachable: ${err.message}` });
-            this.socket.write(`HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
-          } else this.#close();
-          engine.close();
-          settle();
-        };
-        engine.exchange = {
-          data: (chunk) => {
-            const ours = framing.feed(chunk);
-            sent += ours;
-            const more = this.socket.write(ours === chunk.length ? chunk : chunk.subarray(0, ours));
-            if (framing.done) return finish(ours === chunk.length);
-            if (!more) {
-              upstream.pause();
-              this.socket.once("drain", () => upstream.resume());
-            }
-          },
-          error: fail,
-          end: () => {
-            if (framing.done || settled) return;
-            if (sent === 0) return fail(new Error("connection closed"));
-            // Read-until-close bodies end here; anything else was cut short.
-            this.socket.end();
-            this.#gone = true;
-            engine.close();
-            settle();
-          },
-        };
-        this.#abort = () => {
-          if (settled) return;
-          engine.close();
-          settle();
-        };
-        upstream.write(request);
-        if (!body.done) this.#streamBody(upstream, body);
+  /**
+   * One request to the engine and its response back, untouched; `done` gets the engine's status
+   * (502 when it never answered). Retries once on a stale pooled connection.
+   */
+  #pass(host: Host, request: Buffer, isHead: boolean, body: Framing, done: (status: number) => void) {
+    const attempt = (retry: boolean) => {
+      const { engine, reused } = this.#engineFor(host, body);
+      const upstream = engine.socket;
+      const framing = new Framing(isHead);
+      let sent = 0;
+      let settled = false;
+      const settle = () => {
+        settled = true;
+        engine.exchange = undefined;
+        this.#abort = undefined;
+        done(framing.status || 502);
       };
-      attempt(true);
-    });
+      const finish = (ok: boolean) => {
+        if (!body.done) {
+          // Answered before the whole body came (an error): the rest of this connection is unusable.
+          this.#sink = undefined;
+          engine.close();
+          this.socket.end();
+          this.#gone = true;
+        } else if (ok && framing.keepAlive && !this.#gone) this.#engine = engine;
+        else if (ok && framing.keepAlive) this.front.give(engine);
+        else engine.close();
+        settle();
+      };
+      const fail = (err: Error) => {
+        if (settled) return;
+        if (sent === 0 && reused && retry) {
+          engine.close();
+          return attempt(false);
+        }
+        if (sent === 0) {
+          const body = JSON.stringify({ message: `flocker: host ${host.name} (${host.address}) is unreachable: ${err.message}` });
+          this.socket.write(`HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+        } else this.#close();
+        engine.close();
+        settle();
+      };
+      engine.exchange = {
+        data: (chunk) => {
+          noteStreamed(chunk.length);
+          const ours = framing.feed(chunk);
+          sent += ours;
+          const more = this.socket.write(ours === chunk.length ? chunk : chunk.subarray(0, ours));
+          if (framing.done) return finish(ours === chunk.length);
+          if (!more) {
+            upstream.pause();
+            this.socket.once("drain", () => upstream.resume());
+          }
+        },
+        error: fail,
+        end: () => {
+          if (framing.done || settled) return;
+          if (sent === 0) return fail(new Error("connection closed"));
+          // Read-until-close bodies end here; anything else was cut short.
+          this.socket.end();
+          this.#gone = true;
+          engine.close();
+          settle();
+        },
+      };
+      this.#abort = () => {
+        if (settled) return;
+        engine.close();
+        settle();
+      };
+      upstream.write(request);
+      if (!body.done) this.#streamBody(upstream, body);
+    };
+    attempt(true);
   }
 
   /** The client left: its idle engine connection goes back to the pool. */
@@ -495,6 +559,9 @@ async function hijack(front: Front, socket: net.Socket, buffered: Buffer, pathna
 /** Copy both ways, keeping half-close: the client's EOF reaches the engine, the rest of the output still comes back. */
 export function splice(socket: net.Socket | import("node:stream").Duplex, upstream: net.Socket) {
   upstream.on("error", () => socket.destroy());
+  const count = (chunk: Buffer) => noteStreamed(chunk.length);
+  upstream.on("data", count);
+  socket.on("data", count);
   socket.pipe(upstream);
   upstream.pipe(socket);
   socket.resume();

@@ -26,6 +26,8 @@ interface ImageSummary {
 
 export class Cluster {
   hosts: Host[] = [];
+  /** Bumped when the inventory or an engine's API version changes: what was derived from them is stale. */
+  generation = 0;
   /** Image references (tags and ids) each host holds, refreshed by probes and after pulls. */
   readonly images = new Map<string, Set<string>>();
   #timer?: ReturnType<typeof setInterval>;
@@ -40,6 +42,7 @@ export class Cluster {
 
   /** Replace the inventory; hosts already known keep their state. */
   setAddresses(addresses: HostAddress[]) {
+    this.generation++;
     const known = new Map(this.hosts.map((h) => [h.address, h]));
     this.hosts = addresses.map((a) => {
       const old = known.get(a.address);
@@ -94,6 +97,7 @@ export class Cluster {
       ]);
       if (version.status !== 200 || info.status !== 200) throw new Error(`status ${version.status}/${info.status}`);
       const s = host.status;
+      if (s.apiVersion !== version.body.ApiVersion) this.generation++;
       s.apiVersion = version.body.ApiVersion;
       s.version = version.body.Version;
       s.containers = info.body.Containers ?? 0;

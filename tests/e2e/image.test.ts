@@ -62,7 +62,7 @@ describe("container image", () => {
     console.log(`image ${tag}: ${(Number(size) / 1e6).toFixed(1)} MB (bun binary ${(bunSize / 1e6).toFixed(1)} MB)`);
     expect(Number(size)).toBeLessThanOrEqual(bunSize + 10e6);
     expect(user).toBe("65532:65532");
-    expect(JSON.parse(entrypoint)).toEqual(["/usr/local/bin/bun", "/app/flocker.js"]);
+    expect(JSON.parse(entrypoint)).toEqual(["/usr/local/bin/bun", "--smol", "/app/flocker.js"]);
 
     // Every file in the image: bun, the bundle, CA certificates, the glibc files, passwd/group.
     const created = await engine1(["create", "--name", `${container}-files`, tag]);
