@@ -96,12 +96,11 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
         address,
         close: () =>
           new Promise<void>((r) => {
+            // First, so that a process stopped while connections drain leaves nothing behind.
+            rmSync(dir, { recursive: true, force: true });
             for (const s of sockets) s.destroy();
             front.close();
-            listener.close(() => server.close(() => {
-              rmSync(dir, { recursive: true, force: true });
-              r();
-            }));
+            listener.close(() => server.close(() => r()));
             server.closeAllConnections?.();
           }),
       });

@@ -157,8 +157,12 @@ export function removeDir(dir: string) {
 /** Run a docker CLI against `dockerHost` (tcp://...). */
 export async function docker(cli: string, dockerHost: string, args: string[], options: DockerOptions = {}): Promise<CliResult> {
   if (!defaultConfig) {
-    const dir = (defaultConfig = tempDir("flk-dcfg-"));
-    process.on("exit", () => removeDir(dir)); // tests clean up their temp dirs
+    // Inside the test bed's directory, which `cluster.sh down` removes (bun test does not always
+    // run exit handlers, so a temp dir of its own would be left behind).
+    const bed = process.env.FLOCKER_TEST_DIR;
+    defaultConfig = bed ? mkdtempSync(join(bed, "dcfg-")) : tempDir("flk-dcfg-");
+    const dir = defaultConfig;
+    process.on("exit", () => removeDir(dir));
   }
   const proc = Bun.spawn([cli, ...args], {
     env: {

@@ -31,8 +31,7 @@ afterAll(async () => {
   await Promise.all([admin?.stop(), plain?.stop()]);
   await removeContainers(PREFIX);
   removeDir(dockerConfig);
-  removeDir(join(dir, "profile"));
-  console.log(`status page screenshot kept in ${dir}`);
+  removeDir(dir);
 });
 
 async function ok(host: string, args: string[], options: Parameters<typeof docker>[3] = {}) {
