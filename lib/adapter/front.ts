@@ -7,7 +7,6 @@
  * The fast path never parses JSON nor builds Request/Response objects; node:http + Hono stay the
  * one place where the Docker API is implemented.
  */
-import net from "node:net";
 import type { Flocker, PassRoute } from "../flocker.ts";
 import type { Host } from "../cluster/host.ts";
 import { noteStreamed } from "./memory.ts";
@@ -17,12 +16,37 @@ const MAX_HEAD = 64 * 1024;
 /** Idle keep-alive connections kept per engine. */
 const POOL_SIZE = 32;
 
+/**
+ * The part of node:net's Socket the front uses. node:net and node:tls sockets are ones; so is
+ * Bun's native socket behind ./bun/socket.ts.
+ */
+export interface StreamSocket {
+  on(event: "data", listener: (chunk: Buffer) => void): unknown;
+  on(event: "end" | "drain", listener: () => void): unknown;
+  on(event: "close", listener: (hadError: boolean) => void): unknown;
+  on(event: "error", listener: (err: Error) => void): unknown;
+  once(event: "drain" | "close" | "data", listener: () => void): unknown;
+  off(event: "data", listener: (chunk: Buffer) => void): unknown;
+  removeAllListeners(event: "end" | "close"): unknown;
+  write(chunk: Uint8Array | string): boolean;
+  /** Half-close: no more writes, reading goes on. */
+  end(chunk?: Uint8Array | string): unknown;
+  destroy(): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  setNoDelay(noDelay?: boolean): unknown;
+  readonly writableEnded: boolean;
+}
+
+/** What splice needs: node:http's upgraded sockets (plain Duplex streams) qualify too. */
+export type Spliceable = Omit<StreamSocket, "setNoDelay">;
+
 export interface FrontOptions {
   flocker: Flocker;
   /** Opens a raw connection to an engine (tcp, unix or TLS). */
-  dial: (host: Host) => net.Socket;
+  dial: (host: Host) => StreamSocket;
   /** Hands a connection to the full HTTP server, with the bytes already read. */
-  handOff: (socket: net.Socket, buffered: Buffer) => void;
+  handOff: (socket: StreamSocket, buffered: Buffer) => void;
   /** The full HTTP server as a pseudo host: requests the fast path does not take go there. */
   api: Host;
 }
@@ -99,7 +123,7 @@ class EngineConnection {
   exchange?: Exchange;
   closed = false;
 
-  constructor(readonly host: Host, readonly socket: net.Socket) {
+  constructor(readonly host: Host, readonly socket: StreamSocket) {
     socket.on("data", (chunk: Buffer) => (this.exchange ? this.exchange.data(chunk) : this.close()));
     socket.on("error", (err: Error) => (this.exchange ? this.exchange.error(err) : this.close()));
     socket.on("end", () => (this.exchange ? this.exchange.end() : this.close()));
@@ -120,8 +144,8 @@ export class Front {
 
   constructor(private options: FrontOptions) {}
 
-  /** The connection listener for a net.Server or tls.Server. */
-  accept = (socket: net.Socket) => {
+  /** The connection listener for a net.Server, a tls.Server or Bun's listener. */
+  accept = (socket: StreamSocket) => {
     socket.setNoDelay(true);
     new ClientConnection(this, socket).start();
   };
@@ -134,7 +158,7 @@ export class Front {
     return { engine: new EngineConnection(host, this.dialFresh(host)), reused: false };
   }
 
-  dialFresh(host: Host): net.Socket {
+  dialFresh(host: Host): StreamSocket {
     const socket = this.options.dial(host);
     socket.setNoDelay(true);
     return socket;
@@ -156,7 +180,7 @@ export class Front {
     return this.options.api;
   }
 
-  handOff(socket: net.Socket, buffered: Buffer) {
+  handOff(socket: StreamSocket, buffered: Buffer) {
     this.options.handOff(socket, buffered);
   }
 
@@ -314,7 +338,7 @@ class ClientConnection {
   /** The engine connection this client used last: the next request to that host reuses it directly. */
   #engine?: EngineConnection;
 
-  constructor(private front: Front, private socket: net.Socket) {}
+  constructor(private front: Front, private socket: StreamSocket) {}
 
   start() {
     this.socket.on("data", this.#onData);
@@ -337,7 +361,7 @@ class ClientConnection {
   };
 
   /** Send the request body to the engine as it arrives; bytes past its end stay for the next request. */
-  #streamBody(upstream: net.Socket, body: Framing) {
+  #streamBody(upstream: StreamSocket, body: Framing) {
     const push = (chunk: Buffer) => {
       noteStreamed(chunk.length);
       const ours = body.feed(chunk);
@@ -361,7 +385,7 @@ class ClientConnection {
     this.socket.destroy();
   }
 
-  #leave(handler: (socket: net.Socket, buffered: Buffer) => void) {
+  #leave(handler: (socket: StreamSocket, buffered: Buffer) => void) {
     this.socket.off("data", this.#onData);
     this.socket.removeAllListeners("end");
     this.socket.removeAllListeners("close");
@@ -429,7 +453,7 @@ class ClientConnection {
     if (this.#ended) this.socket.end();
   };
 
-  async #refuse(socket: net.Socket, res: Response) {
+  async #refuse(socket: StreamSocket, res: Response) {
     await this.#answer(res, true);
     socket.end();
   }
@@ -541,7 +565,7 @@ class ClientConnection {
  * Attach / exec start: the request (head, body, and whatever stdin follows) goes to the engine as
  * received, and its `101 UPGRADED` (or, without Upgrade headers, `200 OK`) and stream come back raw.
  */
-async function hijack(front: Front, socket: net.Socket, buffered: Buffer, pathname: string) {
+async function hijack(front: Front, socket: StreamSocket, buffered: Buffer, pathname: string) {
   socket.on("error", () => {});
   const target = await front.flocker.hijack(pathname);
   if (target instanceof Response) {
@@ -557,16 +581,23 @@ async function hijack(front: Front, socket: net.Socket, buffered: Buffer, pathna
 }
 
 /** Copy both ways, keeping half-close: the client's EOF reaches the engine, the rest of the output still comes back. */
-export function splice(socket: net.Socket | import("node:stream").Duplex, upstream: net.Socket) {
+export function splice(socket: Spliceable, upstream: Spliceable) {
+  const forward = (from: Spliceable, to: Spliceable) => {
+    from.on("data", (chunk: Buffer) => {
+      noteStreamed(chunk.length);
+      if (!to.write(chunk)) {
+        from.pause();
+        to.once("drain", () => from.resume());
+      }
+    });
+    from.on("end", () => to.end());
+  };
+  forward(socket, upstream);
+  forward(upstream, socket);
   upstream.on("error", () => socket.destroy());
-  const count = (chunk: Buffer) => noteStreamed(chunk.length);
-  upstream.on("data", count);
-  socket.on("data", count);
-  socket.pipe(upstream);
-  upstream.pipe(socket);
-  socket.resume();
   socket.on("close", () => upstream.destroy());
   upstream.on("close", () => {
     if (!socket.writableEnded) socket.end();
   });
+  socket.resume();
 }

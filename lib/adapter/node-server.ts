@@ -13,7 +13,11 @@ import { getRequestListener } from "@hono/node-server";
 import type { Flocker } from "../flocker.ts";
 import { type Host, newHostStatus, parseHostAddress } from "../cluster/host.ts";
 import type { EngineTls } from "./host-fetch.ts";
-import { Front, splice } from "./front.ts";
+import { Front, splice, type StreamSocket } from "./front.ts";
+import { connectBun, listenBun } from "./bun/socket.ts";
+
+/** Under Bun the front runs on Bun's own sockets (TLS listeners and engines stay on node:tls). */
+const isBun = "Bun" in globalThis;
 
 export type Listen = { host: string; port: number } | { path: string };
 
@@ -52,7 +56,7 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
     server.listen(inner, () => resolve());
   });
 
-  const sockets = new Set<net.Socket>();
+  const sockets = new Set<StreamSocket>();
   const api: Host = {
     ...parseHostAddress(`flocker-api=unix://${inner}`),
     status: newHostStatus(),
@@ -63,17 +67,37 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
     api,
     dial: (host) => dial(host, options.engineTls),
     handOff: (socket, buffered) => {
-      const upstream = net.connect({ path: inner, allowHalfOpen: true });
+      const upstream = isBun ? connectBun({ unix: inner }) : net.connect({ path: inner, allowHalfOpen: true });
       upstream.setNoDelay(true);
       if (buffered.length) upstream.write(buffered);
       splice(socket, upstream);
     },
   });
-  const accept = (socket: net.Socket) => {
+  const accept = (socket: StreamSocket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     front.accept(socket);
   };
+  const closeAll = (listenerClosed: () => void) =>
+    new Promise<void>((r) => {
+      // First, so that a process stopped while connections drain leaves nothing behind.
+      rmSync(dir, { recursive: true, force: true });
+      for (const s of sockets) s.destroy();
+      front.close();
+      listenerClosed();
+      server.close(() => r());
+      server.closeAllConnections?.();
+    });
+  if (isBun && !options.tls) {
+    // Bun's own sockets: the same front, without node:net's streams layer.
+    const address = "path" in options.listen ? { unix: options.listen.path } : { hostname: options.listen.host, port: options.listen.port };
+    const listener = listenBun(address, accept);
+    return {
+      server,
+      address: "path" in options.listen ? `unix://${options.listen.path}` : `${options.listen.host}:${listener.port}`,
+      close: () => closeAll(() => listener.stop()),
+    };
+  }
   const listener: net.Server = options.tls
     ? tls.createServer({
       cert: options.tls.cert,
@@ -94,15 +118,7 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
       resolve({
         server,
         address,
-        close: () =>
-          new Promise<void>((r) => {
-            // First, so that a process stopped while connections drain leaves nothing behind.
-            rmSync(dir, { recursive: true, force: true });
-            for (const s of sockets) s.destroy();
-            front.close();
-            listener.close(() => server.close(() => r()));
-            server.closeAllConnections?.();
-          }),
+        close: () => closeAll(() => listener.close()),
       });
     };
     if ("path" in options.listen) listener.listen(options.listen.path, done);
@@ -110,7 +126,10 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
   });
 }
 
-function dial(host: Host, engineTls?: EngineTls): net.Socket {
+function dial(host: Host, engineTls?: EngineTls): StreamSocket {
+  if (isBun && !host.tls) {
+    return connectBun("path" in host.dial ? { unix: host.dial.path } : { hostname: host.dial.host, port: host.dial.port });
+  }
   if ("path" in host.dial) return net.connect({ path: host.dial.path, allowHalfOpen: true });
   if (host.tls) {
     return tls.connect({
@@ -147,8 +166,10 @@ async function hijack(flocker: Flocker, req: IncomingMessage, socket: Duplex, he
   (socket as net.Socket).setNoDelay?.(true);
   const upstream = dial(target, engineTls);
   upstream.setNoDelay(true);
+  let answered = false;
+  upstream.once("data", () => (answered = true));
   upstream.on("error", (err) => {
-    if (!upstream.bytesRead) {
+    if (!answered) {
       void writeResponse(socket, new Response(JSON.stringify({ message: `flocker: host ${target.name} is unreachable: ${err.message}` }), { status: 502 }));
     } else socket.destroy();
   });

@@ -1,0 +1,167 @@
+/**
+ * Runtime glue (Bun): the front's sockets on Bun's own TCP/unix sockets instead of its node:net
+ * layer, which adds a streams machinery and a copy per write (measured with the same front:
+ * `docker cp` in and `exec -i` about a tenth faster). `BunStream` speaks the part of node:net's
+ * Socket the front uses, so the front stays one piece of code for every runtime.
+ */
+import { EventEmitter } from "node:events";
+import type { StreamSocket } from "../front.ts";
+
+// deno-lint-ignore no-explicit-any
+type Native = any; // Bun.Socket<BunStream>: typed loosely, this file is only loaded under Bun.
+// deno-lint-ignore no-explicit-any
+const Bun = (globalThis as any).Bun;
+
+/** A Bun socket behind node:net's event and method names (data/end/close/error/drain). */
+export class BunStream extends EventEmitter implements StreamSocket {
+  #socket?: Native;
+  /** Bytes the kernel did not take yet (or written before the connection opened). */
+  #queue: Uint8Array[] = [];
+  #paused = false;
+  #ending = false;
+  #readEnded = false;
+  #closed = false;
+  writableEnded = false;
+
+  attach(socket: Native) {
+    this.#socket = socket;
+    socket.data = this;
+    if (this.#paused) socket.pause();
+    this.#flush();
+  }
+
+  setNoDelay(noDelay = true) {
+    this.#socket?.setNoDelay(noDelay);
+    return this;
+  }
+
+  write(chunk: Uint8Array | string): boolean {
+    if (this.writableEnded || this.#closed) return false;
+    const bytes = typeof chunk === "string" ? Buffer.from(chunk, "latin1") : chunk;
+    if (!bytes.length) return !this.#queue.length;
+    if (!this.#socket || this.#queue.length) {
+      this.#queue.push(bytes);
+      return false;
+    }
+    const n = this.#socket.write(bytes);
+    if (n >= bytes.length) return true;
+    this.#queue.push(n > 0 ? bytes.subarray(n) : bytes);
+    return false;
+  }
+
+  /** Half-close: FIN once everything queued is out; reading goes on. */
+  end(chunk?: Uint8Array | string) {
+    if (chunk !== undefined) this.write(chunk);
+    this.writableEnded = true;
+    this.#ending = true;
+    this.#flush();
+    return this;
+  }
+
+  destroy() {
+    if (this.#closed) return this;
+    this.#queue = [];
+    const socket = this.#socket;
+    if (socket) socket.terminate();
+    else this.#onClose(); // never connected: nothing to close but our listeners
+    return this;
+  }
+
+  pause() {
+    this.#paused = true;
+    this.#socket?.pause();
+    return this;
+  }
+
+  resume() {
+    this.#paused = false;
+    this.#socket?.resume();
+    return this;
+  }
+
+  #flush() {
+    const socket = this.#socket;
+    if (!socket || this.#closed) return;
+    while (this.#queue.length) {
+      const head = this.#queue[0];
+      const n = socket.write(head);
+      if (n < head.length) {
+        this.#queue[0] = n > 0 ? head.subarray(n) : head;
+        return;
+      }
+      this.#queue.shift();
+    }
+    if (this.#ending) {
+      this.#ending = false;
+      socket.shutdown();
+    } else this.emit("drain");
+  }
+
+  #onEnd() {
+    if (this.#readEnded) return;
+    this.#readEnded = true;
+    this.emit("end");
+  }
+
+  #onClose(err?: Error) {
+    if (this.#closed) return;
+    this.#closed = true;
+    // A peer that closed both ways at once never sent a separate FIN event: the stream still ended.
+    if (!err) this.#onEnd();
+    this.emit("close", !!err);
+  }
+
+  /** Bun's handlers, shared by every socket; `socket.data` is its BunStream. */
+  static handlers = {
+    open(socket: Native) {
+      (socket.data as BunStream).attach(socket);
+    },
+    data(socket: Native, chunk: Buffer) {
+      (socket.data as BunStream).emit("data", chunk);
+    },
+    drain(socket: Native) {
+      (socket.data as BunStream).#flush();
+    },
+    end(socket: Native) {
+      (socket.data as BunStream).#onEnd();
+    },
+    close(socket: Native, err?: Error) {
+      (socket.data as BunStream).#onClose(err);
+    },
+    error(socket: Native, err: Error) {
+      const stream = socket.data as BunStream;
+      if (stream.listenerCount("error")) stream.emit("error", err);
+    },
+    connectError(socket: Native, err: Error) {
+      const stream = socket.data as BunStream;
+      if (stream.listenerCount("error")) stream.emit("error", err);
+      stream.#onClose(err);
+    },
+  };
+}
+
+export type BunAddress = { hostname: string; port: number } | { unix: string };
+
+/** Accept connections with Bun.listen; `accept` gets each as a BunStream. */
+export function listenBun(address: BunAddress, accept: (socket: BunStream) => void): { port?: number; stop: () => void } {
+  const listener = Bun.listen({
+    ...address,
+    allowHalfOpen: true,
+    socket: {
+      ...BunStream.handlers,
+      open(socket: Native) {
+        const stream = new BunStream();
+        stream.attach(socket);
+        accept(stream);
+      },
+    },
+  });
+  return { port: listener.port, stop: () => listener.stop(true) };
+}
+
+/** Connect with Bun.connect; writes made before the connection opens are queued. */
+export function connectBun(address: BunAddress): BunStream {
+  const stream = new BunStream();
+  Bun.connect({ ...address, allowHalfOpen: true, data: stream, socket: BunStream.handlers }).catch(() => {});
+  return stream;
+}
