@@ -10,6 +10,7 @@
 import type { Flocker, PassRoute } from "../flocker.ts";
 import type { Host } from "../cluster/host.ts";
 import { noteStreamed } from "./memory.ts";
+import { DenoStream } from "./deno/socket.ts";
 
 /** Largest request head accepted (docker's own limit is 1 MiB; a CLI head is < 1 KiB). */
 const MAX_HEAD = 64 * 1024;
@@ -583,13 +584,16 @@ async function hijack(front: Front, socket: StreamSocket, buffered: Buffer, path
 /** Copy both ways, keeping half-close: the client's EOF reaches the engine, the rest of the output still comes back. */
 export function splice(socket: Spliceable, upstream: Spliceable) {
   const forward = (from: Spliceable, to: Spliceable) => {
-    from.on("data", (chunk: Buffer) => {
-      noteStreamed(chunk.length);
-      if (!to.write(chunk)) {
-        from.pause();
-        to.once("drain", () => from.resume());
-      }
-    });
+    if (from instanceof DenoStream && to instanceof DenoStream) from.pipeTo(to); // one reused buffer per direction
+    else {
+      from.on("data", (chunk: Buffer) => {
+        noteStreamed(chunk.length);
+        if (!to.write(chunk)) {
+          from.pause();
+          to.once("drain", () => from.resume());
+        }
+      });
+    }
     from.on("end", () => to.end());
   };
   forward(socket, upstream);

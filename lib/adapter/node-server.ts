@@ -15,9 +15,26 @@ import { type Host, newHostStatus, parseHostAddress } from "../cluster/host.ts";
 import type { EngineTls } from "./host-fetch.ts";
 import { Front, splice, type StreamSocket } from "./front.ts";
 import { connectBun, listenBun } from "./bun/socket.ts";
+import { connectDeno, listenDeno } from "./deno/socket.ts";
 
-/** Under Bun the front runs on Bun's own sockets (TLS listeners and engines stay on node:tls). */
-const isBun = "Bun" in globalThis;
+type Address = { host: string; port: number } | { path: string };
+
+/**
+ * The runtime's own sockets, where it has them: the front runs on these (TLS listeners and TLS
+ * engines stay on node:tls). Node keeps node:net.
+ */
+const native: { listen: (a: Address, accept: (s: StreamSocket) => void) => { port?: number; stop: () => void }; connect: (a: Address) => StreamSocket } | undefined =
+  "Bun" in globalThis
+    ? {
+      listen: (a, accept) => listenBun("path" in a ? { unix: a.path } : { hostname: a.host, port: a.port }, accept),
+      connect: (a) => connectBun("path" in a ? { unix: a.path } : { hostname: a.host, port: a.port }),
+    }
+    : "Deno" in globalThis
+    ? {
+      listen: (a, accept) => listenDeno("path" in a ? a : { hostname: a.host, port: a.port }, accept),
+      connect: (a) => connectDeno("path" in a ? a : { hostname: a.host, port: a.port }),
+    }
+    : undefined;
 
 export type Listen = { host: string; port: number } | { path: string };
 
@@ -67,7 +84,7 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
     api,
     dial: (host) => dial(host, options.engineTls),
     handOff: (socket, buffered) => {
-      const upstream = isBun ? connectBun({ unix: inner }) : net.connect({ path: inner, allowHalfOpen: true });
+      const upstream = native ? native.connect({ path: inner }) : net.connect({ path: inner, allowHalfOpen: true });
       upstream.setNoDelay(true);
       if (buffered.length) upstream.write(buffered);
       splice(socket, upstream);
@@ -88,10 +105,8 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
       server.close(() => r());
       server.closeAllConnections?.();
     });
-  if (isBun && !options.tls) {
-    // Bun's own sockets: the same front, without node:net's streams layer.
-    const address = "path" in options.listen ? { unix: options.listen.path } : { hostname: options.listen.host, port: options.listen.port };
-    const listener = listenBun(address, accept);
+  if (native && !options.tls) {
+    const listener = native.listen(options.listen, accept);
     return {
       server,
       address: "path" in options.listen ? `unix://${options.listen.path}` : `${options.listen.host}:${listener.port}`,
@@ -127,9 +142,7 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
 }
 
 function dial(host: Host, engineTls?: EngineTls): StreamSocket {
-  if (isBun && !host.tls) {
-    return connectBun("path" in host.dial ? { unix: host.dial.path } : { hostname: host.dial.host, port: host.dial.port });
-  }
+  if (native && !host.tls) return native.connect(host.dial);
   if ("path" in host.dial) return net.connect({ path: host.dial.path, allowHalfOpen: true });
   if (host.tls) {
     return tls.connect({

@@ -1,0 +1,244 @@
+/**
+ * Runtime glue (Deno): the front's sockets on Deno's own connections (Deno.listen/Deno.connect)
+ * instead of its node:net layer. That layer hands out buffers the collector does not account for:
+ * a 1 GB `docker exec` through it grew flocker to 400 MB, while reads into buffers allocated here
+ * keep the heap in charge (and skip a compatibility layer per chunk). `DenoStream` speaks the part
+ * of node:net's Socket the front uses, so the front stays one piece of code for every runtime.
+ */
+import { EventEmitter } from "node:events";
+import { Buffer } from "node:buffer";
+import type { StreamSocket } from "../front.ts";
+
+// deno-lint-ignore no-explicit-any
+type Conn = any; // Deno.Conn: typed loosely, this file is only loaded under Deno.
+// deno-lint-ignore no-explicit-any
+const Deno = (globalThis as any).Deno;
+
+/** Bytes read at once; a read that fills less than SMALL of it is copied out and the buffer kept. */
+const READ_SIZE = 256 * 1024;
+const SMALL = 16 * 1024;
+/** Queued bytes past which write() asks the producer to wait for "drain", as node's sockets do. */
+const HIGH_WATER = 64 * 1024;
+
+export class DenoStream extends EventEmitter implements StreamSocket {
+  #conn?: Conn;
+  #queue: Uint8Array[] = [];
+  #queued = 0;
+  #writing = false;
+  #wantDrain = false;
+  #ending = false;
+  #writeDone = false;
+  #readDone = false;
+  #paused = false;
+  #wake?: () => void;
+  #closed = false;
+  #pipeTarget?: DenoStream;
+  /** Resolved when the queue has gone out. */
+  #flushed: (() => void)[] = [];
+  writableEnded = false;
+
+  attach(conn: Conn) {
+    this.#conn = conn;
+    if (this.#closed) return void this.#closeConn();
+    void this.#read();
+    void this.#flush();
+  }
+
+  setNoDelay(noDelay = true) {
+    try {
+      this.#conn?.setNoDelay?.(noDelay);
+    } catch {
+      // unix sockets have no Nagle to turn off
+    }
+    return this;
+  }
+
+  write(chunk: Uint8Array | string): boolean {
+    if (this.writableEnded || this.#closed) return false;
+    const bytes = typeof chunk === "string" ? Buffer.from(chunk, "latin1") : chunk;
+    if (bytes.length) {
+      this.#queue.push(bytes);
+      this.#queued += bytes.length;
+      void this.#flush();
+    }
+    if (this.#queued < HIGH_WATER) return true;
+    this.#wantDrain = true;
+    return false;
+  }
+
+  /** Half-close: FIN once everything queued is out; reading goes on. */
+  end(chunk?: Uint8Array | string) {
+    if (chunk !== undefined) this.write(chunk);
+    this.writableEnded = true;
+    this.#ending = true;
+    void this.#flush();
+    return this;
+  }
+
+  destroy() {
+    this.#close(false);
+    return this;
+  }
+
+  pause() {
+    this.#paused = true;
+    return this;
+  }
+
+  resume() {
+    this.#paused = false;
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+    return this;
+  }
+
+  async #read() {
+    const conn = this.#conn;
+    let buf = new Uint8Array(READ_SIZE);
+    try {
+      for (;;) {
+        if (this.#paused) await new Promise<void>((r) => (this.#wake = r));
+        if (this.#closed) return;
+        const n: number | null = await conn.read(buf);
+        if (this.#closed) return;
+        if (n === null) break;
+        if (this.#paused) await new Promise<void>((r) => (this.#wake = r));
+        if (this.#closed) return;
+        if (this.#pipeTarget) {
+          // Raw mode: the write completes before the next read, so one buffer serves the whole stream.
+          await this.#pipeTarget.#send(buf.subarray(0, n));
+          continue;
+        }
+        let chunk: Buffer;
+        if (n < SMALL) chunk = Buffer.from(buf.subarray(0, n)); // a copy: the buffer is read into again
+        else {
+          chunk = Buffer.from(buf.buffer, 0, n); // handed out as is: the next read gets a new buffer
+          buf = new Uint8Array(READ_SIZE);
+        }
+        this.emit("data", chunk);
+      }
+    } catch (err) {
+      return this.#fail(err as Error);
+    }
+    this.#readDone = true;
+    this.emit("end");
+    if (this.#writeDone) this.#close(false);
+  }
+
+  /**
+   * Hijacked streams: from now on what this socket reads is written straight to `target` (no
+   * "data" events, no buffer per chunk); "end", "close" and "error" still come as usual.
+   */
+  pipeTo(target: DenoStream) {
+    this.#pipeTarget = target;
+    this.resume();
+  }
+
+  /** Write and wait until it is out (or the socket closed). */
+  #send(bytes: Uint8Array): Promise<void> {
+    if (this.#closed || this.writableEnded) return Promise.resolve();
+    this.#queue.push(bytes);
+    this.#queued += bytes.length;
+    return new Promise<void>((resolve) => {
+      this.#flushed.push(resolve);
+      void this.#flush();
+    });
+  }
+
+  async #flush() {
+    const conn = this.#conn;
+    if (!conn || this.#writing || this.#closed) return;
+    this.#writing = true;
+    try {
+      while (this.#queue.length) {
+        const head = this.#queue[0];
+        const n: number = await conn.write(head);
+        if (this.#closed) return;
+        this.#queued -= n;
+        if (n < head.length) this.#queue[0] = head.subarray(n);
+        else this.#queue.shift();
+      }
+      if (this.#ending && !this.#writeDone) {
+        this.#writeDone = true;
+        await conn.closeWrite();
+        if (this.#readDone) return this.#close(false);
+      }
+    } catch (err) {
+      return this.#fail(err as Error);
+    } finally {
+      this.#writing = false;
+    }
+    this.#settleFlushed();
+    if (this.#wantDrain) {
+      this.#wantDrain = false;
+      this.emit("drain");
+    }
+  }
+
+  #settleFlushed() {
+    const flushed = this.#flushed;
+    this.#flushed = [];
+    for (const resolve of flushed) resolve();
+  }
+
+  #fail(err: Error) {
+    if (this.#closed) return;
+    if (this.listenerCount("error")) this.emit("error", err);
+    this.#close(true);
+  }
+
+  #close(hadError: boolean) {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#queue = [];
+    this.#settleFlushed();
+    this.#closeConn();
+    this.resume(); // a paused reader wakes up to see it is closed
+    this.emit("close", hadError);
+  }
+
+  #closeConn() {
+    try {
+      this.#conn?.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+export type DenoAddress = { hostname: string; port: number } | { path: string };
+
+function denoAddress(address: DenoAddress) {
+  return "path" in address ? { transport: "unix", path: address.path } : { transport: "tcp", ...address };
+}
+
+/** Accept connections with Deno.listen; `accept` gets each as a DenoStream. */
+export function listenDeno(address: DenoAddress, accept: (socket: DenoStream) => void): { port?: number; stop: () => void } {
+  const listener = Deno.listen(denoAddress(address));
+  void (async () => {
+    try {
+      for await (const conn of listener) {
+        const stream = new DenoStream();
+        stream.attach(conn);
+        accept(stream);
+      }
+    } catch {
+      // the listener was closed
+    }
+  })();
+  return { port: listener.addr.port, stop: () => listener.close() };
+}
+
+/** Connect with Deno.connect; writes made before the connection opens are queued. */
+export function connectDeno(address: DenoAddress): DenoStream {
+  const stream = new DenoStream();
+  Deno.connect(denoAddress(address)).then(
+    (conn: Conn) => stream.attach(conn),
+    (err: Error) => {
+      if (stream.listenerCount("error")) stream.emit("error", err);
+      stream.destroy();
+    },
+  );
+  return stream;
+}
