@@ -2,7 +2,8 @@
  * Runtime glue: keep memory flat while bytes stream through. Every chunk read from a socket is a
  * fresh buffer whose memory lives outside the JavaScript heap; the collector only sees the small
  * wrapper objects, so at a gigabyte per ten seconds garbage piles up long before a collection runs
- * by itself (Deno grew to 400 MB during a 1 GB `docker exec`). The front counts the bytes it
+ * by itself (through node:net, Deno grew to 400 MB during a 1 GB `docker exec`; hijacked streams
+ * under Deno now reuse one buffer and make none, see ./deno/socket.ts). The front counts the bytes it
  * carries (hijacked streams, fast-path bodies); every few megabytes it looks at the resident size,
  * and only past a soft limit asks for a collection: one costs 5-30 ms, so collecting on a fixed
  * schedule would cost a tenth of the throughput or more (measured on `docker cp` in).
@@ -19,9 +20,9 @@ const runtime = globalThis as any;
 /**
  * Resident size past which streamed garbage is collected. Bun collects its small heap in 5-13 ms
  * and hands the pages back; V8 (Deno) runs a full collection even when asked for a young one
- * (10-30 ms here, every 8 MB would halve `docker cp` in), so it is left more room.
+ * (10-30 ms here, every 8 MB would halve `docker cp` in), so it is asked more rarely (REGROW).
  */
-const SOFT_LIMIT = (runtime.Bun ? 80 : 160) * 1024 * 1024;
+const SOFT_LIMIT = (runtime.Bun ? 80 : 96) * 1024 * 1024;
 
 function collector(): () => void {
   // Bun: a full collection, which also hands the freed pages back (its heap is small).
