@@ -6,7 +6,8 @@
  * under Deno now reuse one buffer and make none, see ./deno/socket.ts). The front counts the bytes it
  * carries (hijacked streams, fast-path bodies); every few megabytes it looks at the resident size,
  * and only past a soft limit asks for a collection: one costs 5-30 ms, so collecting on a fixed
- * schedule would cost a tenth of the throughput or more (measured on `docker cp` in).
+ * schedule would cost a tenth of the throughput or more (measured on `docker cp` in). Once the
+ * streams have gone quiet for a second, it collects once more, when that costs nobody anything.
  */
 import process from "node:process";
 import v8 from "node:v8";
@@ -44,12 +45,25 @@ let collect: (() => void) | undefined;
 let streamed = 0;
 let threshold = SOFT_LIMIT;
 
-/** Note bytes that went through; past the soft limit, collect the garbage they left. */
+/** Quiet time after a stream before what it left is collected (free then: nothing is waiting). */
+const SETTLE_MS = 1000;
+let settle: ReturnType<typeof setTimeout> | undefined;
+
+function collectNow() {
+  (collect ??= collector())();
+  threshold = Math.max(SOFT_LIMIT, process.memoryUsage.rss() + REGROW);
+}
+
+/** Note bytes that went through; past the soft limit, or once the streams go quiet, collect the garbage they left. */
 export function noteStreamed(bytes: number) {
   streamed += bytes;
   if (streamed < CHECK_EVERY) return;
   streamed = 0;
-  if (process.memoryUsage.rss() < threshold) return;
-  (collect ??= collector())();
-  threshold = Math.max(SOFT_LIMIT, process.memoryUsage.rss() + REGROW);
+  if (settle) clearTimeout(settle);
+  settle = setTimeout(() => {
+    settle = undefined;
+    collectNow();
+  }, SETTLE_MS);
+  (settle as { unref?: () => void }).unref?.();
+  if (process.memoryUsage.rss() >= threshold) collectNow();
 }
