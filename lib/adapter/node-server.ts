@@ -3,7 +3,7 @@
  * `upgrade` event carrying hijacked streams (attach, exec start) as raw bytes to the engine.
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server } from "node:http";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import net from "node:net";
@@ -52,6 +52,33 @@ export interface RunningServer {
   close: () => Promise<void>;
 }
 
+const PRIVATE_DIR_PREFIX = "flocker-";
+
+/**
+ * A flocker killed outright (SIGKILL, a crash) leaves its private socket directory behind: remove
+ * those whose socket no longer answers. Best effort, in the background; live ones are left alone.
+ */
+async function removeStaleDirs() {
+  try {
+    for (const name of readdirSync(tmpdir())) {
+      if (!name.startsWith(PRIVATE_DIR_PREFIX)) continue;
+      const dir = join(tmpdir(), name);
+      // A minute old at least: a flocker starting right now has its directory before its socket listens.
+      if (Date.now() - statSync(dir).mtimeMs < 60_000) continue;
+      const entries = readdirSync(dir);
+      if (entries.length > 1 || (entries.length === 1 && entries[0] !== "api.sock")) continue; // not one of ours
+      const alive = entries.length === 1 && await new Promise<boolean>((resolve) => {
+        const probe = net.connect({ path: join(dir, "api.sock") });
+        probe.once("connect", () => (probe.destroy(), resolve(true)));
+        probe.once("error", () => resolve(false));
+      });
+      if (!alive) rmSync(dir, { recursive: true, force: true });
+    }
+  } catch {
+    // another user's directory, or one that vanished meanwhile
+  }
+}
+
 export async function serve(flocker: Flocker, options: ServeOptions): Promise<RunningServer> {
   // The full Docker API: node:http + Hono, on a private unix socket (0700 directory) so nothing
   // reaches it except through the front, where TLS and client certificates are checked.
@@ -66,7 +93,8 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
       socket.end('HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"message":"malformed HTTP request"}\n');
     } else socket.destroy();
   });
-  const dir = mkdtempSync(join(tmpdir(), "flocker-"));
+  void removeStaleDirs();
+  const dir = mkdtempSync(join(tmpdir(), PRIVATE_DIR_PREFIX));
   const inner = join(dir, "api.sock");
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
