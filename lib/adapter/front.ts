@@ -195,7 +195,7 @@ export class Front {
 const Chunk = { Size: 0, Extension: 1, Data: 2, DataEnd: 3, Trailer: 4 } as const;
 
 /** Where a message ends: by length, by chunked framing, or at close. Bytes pass through untouched. */
-class Framing {
+export class Framing {
   #headDone = false;
   #head: Buffer = EMPTY;
   #remaining = 0;
