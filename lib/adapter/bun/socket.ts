@@ -37,7 +37,7 @@ export class BunStream extends EventEmitter implements StreamSocket {
 
   write(chunk: Uint8Array | string): boolean {
     if (this.writableEnded || this.#closed) return false;
-    const bytes = typeof chunk === "string" ? Buffer.from(chunk, "latin1") : chunk;
+    const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk; // utf-8, as node:net
     if (!bytes.length) return !this.#queue.length;
     if (!this.#socket || this.#queue.length) {
       this.#queue.push(bytes);

@@ -55,7 +55,7 @@ export class DenoStream extends EventEmitter implements StreamSocket {
 
   write(chunk: Uint8Array | string): boolean {
     if (this.writableEnded || this.#closed) return false;
-    const bytes = typeof chunk === "string" ? Buffer.from(chunk, "latin1") : chunk;
+    const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk; // utf-8, as node:net
     if (bytes.length) {
       this.#queue.push(bytes);
       this.#queued += bytes.length;
