@@ -24,8 +24,8 @@
  */
 import process from "node:process";
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
+import { freePort } from "../tests/ports.ts";
 import type { Subprocess } from "bun";
 
 // ------------------------------------------------------------------------------------------ config
@@ -171,17 +171,6 @@ async function mustRun(what: string, cmd: string[], options: Parameters<typeof r
   const r = await run(cmd, options);
   if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim().slice(-600)}`);
   return r;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-    srv.on("error", reject);
-  });
 }
 
 // ----------------------------------------------------------------------------------- statistics

@@ -3,7 +3,7 @@
  * started by `npm test`), and drive the real docker CLIs through it.
  */
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { connect as connectTcp, createServer } from "node:net";
+import { connect as connectTcp } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -53,16 +53,8 @@ export const CLIS: { name: string; path: string }[] = [
 ].filter((c) => existsSync(c.path));
 if (!CLIS.length) throw new Error("no docker CLI found at /usr/bin/docker: install docker.io");
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-    srv.on("error", reject);
-  });
-}
+import { freePort } from "../ports.ts";
+export { freePort };
 
 export interface RunningFlocker {
   runtime: Runtime;
