@@ -228,7 +228,7 @@ export class Framing {
       const joined = this.#head.length ? Buffer.concat([this.#head, chunk]) : chunk;
       const end = headEnd(joined);
       if (end < 0) {
-        this.#head = joined;
+        this.#head = joined === chunk ? Buffer.from(chunk) : joined; // a copy: the chunk may be a lent buffer
         return chunk.length;
       }
       this.#headDone = true;
@@ -371,14 +371,20 @@ class ClientConnection {
         upstream.once("drain", () => this.socket.resume());
       }
       if (body.done) {
-        this.#sink = undefined;
-        if (ours < chunk.length) this.#buffer = chunk.subarray(ours);
+        this.#setSink(undefined);
+        if (ours < chunk.length) this.#buffer = Buffer.from(chunk.subarray(ours)); // a copy: the chunk may be lent
       }
     };
     const pending = this.#buffer;
     this.#buffer = EMPTY;
-    this.#sink = push;
+    this.#setSink(push, upstream);
     if (pending.length) push(pending);
+  }
+
+  /** While a body streams, what the client sends only passes through: its reads may lend their buffer. */
+  #setSink(sink: ((chunk: Buffer) => void) | undefined, upstream?: StreamSocket) {
+    this.#sink = sink;
+    lend(this.socket, sink ? upstream : undefined);
   }
 
   #close() {
@@ -487,6 +493,7 @@ class ClientConnection {
     const attempt = (retry: boolean) => {
       const { engine, reused } = this.#engineFor(host, body);
       const upstream = engine.socket;
+      lend(upstream, this.socket);
       const framing = new Framing(isHead);
       let sent = 0;
       let settled = false;
@@ -499,7 +506,7 @@ class ClientConnection {
       const finish = (ok: boolean) => {
         if (!body.done) {
           // Answered before the whole body came (an error): the rest of this connection is unusable.
-          this.#sink = undefined;
+          this.#setSink(undefined);
           engine.close();
           this.socket.end();
           this.#gone = true;
@@ -560,6 +567,14 @@ class ClientConnection {
     if (this.#engine) this.front.give(this.#engine);
     this.#engine = undefined;
   }
+}
+
+/**
+ * On Deno, a socket whose reads only pass on to another Deno socket reads into one reused buffer
+ * (DenoStream.lend); `to` undefined ends that.
+ */
+function lend(from: StreamSocket, to: StreamSocket | undefined) {
+  if (from instanceof DenoStream) from.lend = to instanceof DenoStream;
 }
 
 /**

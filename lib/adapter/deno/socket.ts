@@ -20,6 +20,10 @@ const SMALL = 16 * 1024;
 /** Queued bytes past which write() asks the producer to wait for "drain", as node's sockets do. */
 const HIGH_WATER = 64 * 1024;
 
+/** While a lending socket's "data" listeners run: its read buffer, and the writes still holding it. */
+let lent: ArrayBufferLike | undefined;
+let holding: Promise<void>[] = [];
+
 export class DenoStream extends EventEmitter implements StreamSocket {
   #conn?: Conn;
   #queue: Uint8Array[] = [];
@@ -36,6 +40,12 @@ export class DenoStream extends EventEmitter implements StreamSocket {
   /** Resolved when the queue has gone out. */
   #flushed: (() => void)[] = [];
   writableEnded = false;
+  /**
+   * Lend the read buffer: "data" chunks are views of one reused buffer, valid while the listeners
+   * run; when they write a chunk to another DenoStream, the next read waits until it is out. Only
+   * for listeners that keep nothing (no per-read buffer, so nothing for the collector to lag on).
+   */
+  lend = false;
 
   attach(conn: Conn) {
     this.#conn = conn;
@@ -57,6 +67,7 @@ export class DenoStream extends EventEmitter implements StreamSocket {
     if (this.writableEnded || this.#closed) return false;
     const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk; // utf-8, as node:net
     if (bytes.length) {
+      if (lent && bytes.buffer === lent) holding.push(new Promise<void>((r) => this.#flushed.push(r)));
       this.#queue.push(bytes);
       this.#queued += bytes.length;
       void this.#flush();
@@ -95,28 +106,43 @@ export class DenoStream extends EventEmitter implements StreamSocket {
 
   async #read() {
     const conn = this.#conn;
-    let buf = new Uint8Array(READ_SIZE);
+    // Two buffers when they are lent or piped: one is read into while the other is still being written.
+    const bufs = [new Uint8Array(READ_SIZE)];
+    const writing: (Promise<unknown> | undefined)[] = [undefined, undefined];
+    let k = 0;
     try {
       for (;;) {
         if (this.#paused) await new Promise<void>((r) => (this.#wake = r));
         if (this.#closed) return;
+        if (writing[k]) await writing[k];
+        writing[k] = undefined;
+        const buf = bufs[k];
         const n: number | null = await conn.read(buf);
         if (this.#closed) return;
         if (n === null) break;
         if (this.#paused) await new Promise<void>((r) => (this.#wake = r));
         if (this.#closed) return;
-        if (this.#pipeTarget) {
-          // Raw mode: the write completes before the next read, so one buffer serves the whole stream.
-          await this.#pipeTarget.#send(buf.subarray(0, n));
+        if (this.#pipeTarget || this.lend) {
+          if (this.#pipeTarget) writing[k] = this.#pipeTarget.#send(buf.subarray(0, n));
+          else {
+            lent = buf.buffer;
+            try {
+              this.emit("data", Buffer.from(buf.buffer, 0, n));
+            } finally {
+              lent = undefined;
+            }
+            if (holding.length) writing[k] = Promise.all(holding);
+            holding = [];
+          }
+          k ^= 1;
+          bufs[k] ??= new Uint8Array(READ_SIZE);
           continue;
         }
-        let chunk: Buffer;
-        if (n < SMALL) chunk = Buffer.from(buf.subarray(0, n)); // a copy: the buffer is read into again
+        if (n < SMALL) this.emit("data", Buffer.from(buf.subarray(0, n))); // a copy: the buffer is read into again
         else {
-          chunk = Buffer.from(buf.buffer, 0, n); // handed out as is: the next read gets a new buffer
-          buf = new Uint8Array(READ_SIZE);
+          bufs[k] = new Uint8Array(READ_SIZE); // handed out as is: the next read gets a new buffer
+          this.emit("data", Buffer.from(buf.buffer, 0, n));
         }
-        this.emit("data", chunk);
       }
     } catch (err) {
       return this.#fail(err as Error);
