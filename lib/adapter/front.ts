@@ -224,17 +224,19 @@ export class Framing {
   /** Feed bytes; returns how many of them belong to this message (the rest is not ours). */
   feed(chunk: Buffer): number {
     let i = 0;
-    if (!this.#headDone) {
-      const joined = this.#head.length ? Buffer.concat([this.#head, chunk]) : chunk;
+    while (!this.#headDone) {
+      const rest = i ? chunk.subarray(i) : chunk;
+      const joined = this.#head.length ? Buffer.concat([this.#head, rest]) : rest;
       const end = headEnd(joined);
       if (end < 0) {
-        this.#head = joined === chunk ? Buffer.from(chunk) : joined; // a copy: the chunk may be a lent buffer
+        this.#head = joined === rest ? Buffer.from(rest) : joined; // a copy: the chunk may be a lent buffer
         return chunk.length;
       }
-      this.#headDone = true;
-      i = end + 4 - this.#head.length;
-      this.#parseHead(joined, end);
+      i += end + 4 - this.#head.length;
       this.#head = EMPTY;
+      // An interim answer (100 Continue) passes through; the final head follows it.
+      if (!this.#parseHead(joined, end)) continue;
+      this.#headDone = true;
       if (this.#mode === "none") {
         this.done = true;
         return i;
@@ -303,17 +305,19 @@ export class Framing {
     this.done = true;
   }
 
-  #parseHead(buf: Buffer, end: number) {
+  /** Read a response head; false for an interim (1xx other than 101) one, which a final head follows. */
+  #parseHead(buf: Buffer, end: number): boolean {
     // "HTTP/1.1 200 OK": the status digits sit at fixed places.
     const status = (buf[9] - 48) * 100 + (buf[10] - 48) * 10 + (buf[11] - 48);
     this.status = Number.isInteger(status) && status >= 100 && status <= 999 ? status : 502;
+    if (status >= 100 && status < 200 && status !== 101) return false;
     const lower = latin1.decode(buf.subarray(0, end)).toLowerCase();
     const state = { dup: false };
     const cl = headerValue(lower, "\r\ncontent-length:", state);
     const length = cl === undefined ? undefined : Number(cl);
     const chunked = headerValue(lower, "\r\ntransfer-encoding:", state)?.includes("chunked") ?? false;
     if (headerValue(lower, "\r\nconnection:", state)?.includes("close")) this.keepAlive = false;
-    if (this.isHead || status === 204 || status === 304 || (status >= 100 && status < 200)) this.#mode = "none";
+    if (this.isHead || status === 204 || status === 304 || status === 101) this.#mode = "none";
     else if (chunked) this.#mode = "chunked";
     else if (length !== undefined && Number.isSafeInteger(length) && length >= 0) {
       this.#mode = length > 0 ? "length" : "none";
@@ -322,6 +326,7 @@ export class Framing {
       this.#mode = "close";
       this.keepAlive = false;
     }
+    return true;
   }
 }
 

@@ -10,6 +10,7 @@ import { forward } from "../upstream/forward.ts";
 import { mergeProgress, type ProgressSource } from "../upstream/progress.ts";
 import { localImageKey } from "../cluster/placement.ts";
 import { mergePrune } from "./prune.ts";
+import { importImage } from "./build.ts";
 
 type ImageSummary = Record<string, unknown> & { Id: string; RepoTags?: string[] | null; RepoDigests?: string[] | null };
 
@@ -128,7 +129,7 @@ export function imageRoutes(ctx: FlockerContext) {
   // docker pull, and the pull half of the `docker run` dance.
   app.post("/images/create", async (c) => {
     const fromImage = c.req.query("fromImage");
-    if (!fromImage) return forwardToAny(ctx, c); // import from a tarball (fromSrc): one host
+    if (!fromImage) return importImage(ctx, c); // import from a tarball (fromSrc): one host
     const ref = pullReference(fromImage, c.req.query("tag"));
     const healthy = cluster.healthy();
     // The dance: go where a create just got 404 for this image (every such host: concurrent runs

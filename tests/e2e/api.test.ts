@@ -130,6 +130,26 @@ for (const runtime of RUNTIMES) {
       expect((await run(["rmi", tag])).code).toBe(0);
     });
 
+    test("docker import, then docker run of it; curl's Expect: 100-continue upload is answered", async () => {
+      const tag = `${prefix}-imported:1`;
+      const imported = Bun.spawnSync(["sh", "-c", `tar -C / -cf - bin/busybox | ${cli} import - ${tag}`], { env: { DOCKER_HOST: f.dockerHost, PATH: process.env.PATH! } });
+      expect(imported.exitCode, imported.stderr.toString()).toBe(0);
+      // An imported image exists only where it was made: every run must land there.
+      for (let i = 0; i < 4; i++) {
+        const r = await run(["run", "--rm", tag, "/bin/busybox", "echo", `imported-${i}`]);
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stdout.trim()).toBe(`imported-${i}`);
+      }
+      // curl waits for the interim `100 Continue` before it sends a large body, then reads the answer.
+      const tar = join(work, "busybox.tar");
+      expect(Bun.spawnSync(["tar", "-C", "/", "-cf", tar, "bin/busybox"]).exitCode).toBe(0);
+      const url = `${f.url}/images/create?fromSrc=-&repo=${prefix}-expect&tag=1`;
+      const curl = Bun.spawnSync(["curl", "-sS", "-m", "30", "-X", "POST", "-H", "Expect: 100-continue", "-H", "Content-Type: application/x-tar", "--data-binary", `@${tar}`, url]);
+      expect(curl.exitCode, curl.stderr.toString()).toBe(0);
+      expect(curl.stdout.toString()).toMatch(/"status":"sha256:[0-9a-f]{64}"/);
+      expect((await run(["rmi", tag, `${prefix}-expect:1`])).code).toBe(0);
+    });
+
     test("docker pull leaves the image on every host; docker images lists it once", async () => {
       const config = tempDir("flk-login-");
       try {

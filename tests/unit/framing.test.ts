@@ -32,6 +32,7 @@ const responses: [string, string, boolean][] = [
   ["chunk data holding CRLFs and zeros", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n0\r\n\r\n0\r\n\r\n0\r\n\r\n", true],
   ["no body (204)", "HTTP/1.1 204 No Content\r\nApi-Version: 1.41\r\n\r\n", true],
   ["empty length", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true],
+  ["interim 100 Continue, then the answer", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}", true],
 ];
 
 describe("Framing of responses", () => {
@@ -51,6 +52,16 @@ describe("Framing of responses", () => {
       expect(taken).toBe(text.length);
     });
   }
+
+  test("after an interim 100 Continue, the message and its status are the final answer's", () => {
+    const f = new Framing(false);
+    expect(f.feed(enc("HTTP/1.1 100 Continue\r\n\r\n"))).toBe(25);
+    expect(f.done).toBe(false);
+    const final = "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n";
+    expect(f.feed(enc(final + NEXT))).toBe(final.length);
+    expect(f.done).toBe(true);
+    expect(f.status).toBe(201);
+  });
 
   test("the status is read; HEAD responses have no body whatever their length says", () => {
     const f = new Framing(true);
