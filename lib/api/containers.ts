@@ -10,6 +10,7 @@ import { parseConstraints, satisfies } from "../cluster/constraints.ts";
 import { checkContainer } from "./policy.ts";
 import { DockerError } from "../errors.ts";
 import { fanoutJson } from "../upstream/fanout.ts";
+import { listContainers } from "./container-list.ts";
 import { forward, hasBody } from "../upstream/forward.ts";
 import type { Located } from "../cluster/locator.ts";
 import { pullOnHost, WANT_PENDING, WANT_PULLED, WANT_TTL_SECONDS, wantKey } from "./images.ts";
@@ -205,18 +206,7 @@ export function containerRoutes(ctx: FlockerContext) {
     }
   });
 
-  app.get("/containers/json", async (c) => {
-    const query = new URL(c.req.url).search;
-    const { answers } = await fanoutJson<Record<string, unknown>[]>(cluster.healthy(), `/containers/json${query}`);
-    const list: Record<string, unknown>[] = answers.flatMap(({ host, status, body }) =>
-      status === 200 && Array.isArray(body)
-        ? body.map((ctr) => ({ ...ctr, Labels: { ...(ctr.Labels as Record<string, string> ?? {}), "flocker.host": host.name } }))
-        : []
-    );
-    list.sort((a, b) => Number(b.Created ?? 0) - Number(a.Created ?? 0));
-    const limit = Number(c.req.query("limit") ?? -1);
-    return c.json(limit > 0 ? list.slice(0, limit) : list);
-  });
+  app.get("/containers/json", (c) => listContainers(ctx, new URL(c.req.url)));
 
   /**
    * Forward to the container's host. A recorded location may be stale (the container was removed, or

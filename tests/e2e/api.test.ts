@@ -236,6 +236,31 @@ for (const runtime of RUNTIMES) {
       expect((await run(["rm", "-f", name])).code).toBe(0);
     });
 
+    test("ps --filter since/before name a container on one host and bound the list from every host", async () => {
+      // q1 (running), q2 (created), q3 (running), q4 (created), spread over the hosts.
+      const names = [1, 2, 3, 4].map((i) => `${prefix}-q${i}`);
+      for (const [i, name] of names.entries()) {
+        const r = await run(i % 2 ? ["create", "--name", name, testEnv.image, "true"] : ["run", "-d", "--name", name, testEnv.image, "sleep", "60"]);
+        expect(r.code, r.stderr).toBe(0);
+      }
+      expect(new Set(await Promise.all(names.map(hostOf))).size).toBeGreaterThan(1);
+      const ps = async (...args: string[]) => {
+        const r = await run(["ps", ...args, "--filter", `name=${prefix}-q`, "--format", "{{.Names}}"]);
+        expect(r.code, r.stderr).toBe(0);
+        return r.stdout.split("\n").filter(Boolean).sort();
+      };
+      const [q1, q2, q3, q4] = names;
+      expect(await ps("--filter", `since=${q1}`)).toEqual([q3]);
+      expect(await ps("-a", "--filter", `since=${q1}`)).toEqual([q2, q3, q4]);
+      expect(await ps("--filter", `before=${q4}`)).toEqual([q1, q3]);
+      expect(await ps("-a", "--filter", `since=${q1}`, "--filter", `before=${q4}`)).toEqual([q2, q3]);
+      expect(await ps("-a", "-n", "2", "--filter", `since=${q1}`)).toHaveLength(2);
+      const unknown = await run(["ps", "--filter", `since=${prefix}-nothere`]);
+      expect(unknown.code).not.toBe(0);
+      expect(unknown.stderr.toLowerCase()).toContain("no such container");
+      expect((await run(["rm", "-f", ...names])).code).toBe(0);
+    });
+
     test("memory stays flat while 1 GB streams through (3 x 1 GB: hijacked, plain HTTP, hijacked)", async () => {
       const name = `${prefix}-gb`;
       expect((await run(["run", "-d", "--name", name, testEnv.image, "sleep", "300"])).code).toBe(0);

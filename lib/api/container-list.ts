@@ -1,0 +1,91 @@
+/**
+ * `docker ps` over every host. The `since` and `before` filters name a container that only one
+ * engine knows (the others would answer "no such container"), so flocker resolves it, asks every
+ * engine without those filters, and keeps what was created after (since) or before it, as one
+ * engine does. `limit` then applies to the merged list.
+ */
+import type { FlockerContext } from "../context.ts";
+import type { Host } from "../cluster/host.ts";
+import { DockerError } from "../errors.ts";
+import { fanoutJson } from "../upstream/fanout.ts";
+import { requestJson } from "../upstream/forward.ts";
+
+type Summary = Record<string, unknown>;
+type Filters = Record<string, Record<string, boolean> | string[]>;
+
+const BOUNDS = ["since", "before"] as const;
+
+/** Filter values in either form the API takes: {"name": {"x": true}} or {"name": ["x"]}. */
+function valuesOf(entry: Record<string, boolean> | string[]): string[] {
+  return Array.isArray(entry) ? entry : Object.keys(entry);
+}
+
+/** When a container was created, in ms (the engine's RFC 3339 time; ms precision is plenty across hosts). */
+async function createdAt(host: Host, id: string): Promise<number> {
+  const { status, body } = await requestJson<{ Created?: string; message?: string }>(host, `/containers/${encodeURIComponent(id)}/json`);
+  const ms = status === 200 ? Date.parse(body.Created ?? "") : NaN;
+  if (Number.isNaN(ms)) throw new DockerError(status === 404 ? 404 : 502, body.message ?? `no such container: ${id}`);
+  return ms;
+}
+
+export async function listContainers(ctx: FlockerContext, url: URL): Promise<Response> {
+  const query = new URLSearchParams(url.search);
+  let filters: Filters | undefined;
+  try {
+    filters = query.has("filters") ? JSON.parse(query.get("filters")!) : undefined;
+  } catch {
+    filters = undefined; // the engines answer a malformed filter themselves
+  }
+  const bounds: { kind: (typeof BOUNDS)[number]; host: Host; id: string; ms: number }[] = [];
+  if (filters && typeof filters === "object" && BOUNDS.some((k) => k in filters!)) {
+    for (const kind of BOUNDS) {
+      for (const ref of filters[kind] ? valuesOf(filters[kind]) : []) {
+        const found = await ctx.locator.container(ref);
+        bounds.push({ kind, host: found.host, id: found.id, ms: await createdAt(found.host, found.id) });
+      }
+      delete filters[kind];
+    }
+    query.set("filters", JSON.stringify(filters));
+    query.delete("limit"); // an engine would cut its list before flocker filters it
+  }
+  const { answers } = await fanoutJson<Summary[]>(ctx.cluster.healthy(), `/containers/json?${query}`);
+  let list: Summary[] = answers.flatMap(({ host, status, body }) =>
+    status === 200 && Array.isArray(body)
+      ? body.map((ctr) => ({ ...ctr, Labels: { ...(ctr.Labels as Record<string, string> ?? {}), "flocker.host": host.name } }))
+      : []
+  );
+  // Every host that answered refused the query (a malformed filter): that answer, as one engine gives it.
+  const refused = answers.find((a) => a.status >= 400);
+  if (refused && !answers.some((a) => a.status === 200)) return Response.json(refused.body, { status: refused.status });
+  if (bounds.length) list = await withinBounds(ctx, list, bounds);
+  list.sort((a, b) => Number(b.Created ?? 0) - Number(a.Created ?? 0));
+  const limit = Number(url.searchParams.get("limit") ?? -1);
+  return Response.json(limit > 0 ? list.slice(0, limit) : list);
+}
+
+/** Keep the containers created after every `since` and before every `before` container. */
+async function withinBounds(ctx: FlockerContext, list: Summary[], bounds: { kind: string; id: string; ms: number }[]) {
+  const kept: Summary[] = [];
+  for (const ctr of list) {
+    if (bounds.some((b) => b.id === ctr.Id)) continue;
+    // The list has creation times in seconds: only a container created in the same second as a
+    // bound needs its exact time.
+    const seconds = Number(ctr.Created ?? 0);
+    let exact: number | undefined;
+    const ms = async () => {
+      if (exact === undefined) {
+        const host = ctx.cluster.byName(String((ctr.Labels as Record<string, string>)["flocker.host"]));
+        exact = host ? await createdAt(host, String(ctr.Id)).catch(() => seconds * 1000) : seconds * 1000;
+      }
+      return exact;
+    };
+    let inside = true;
+    for (const b of bounds) {
+      const boundSeconds = Math.floor(b.ms / 1000);
+      const after = seconds !== boundSeconds ? seconds > boundSeconds : (await ms()) > b.ms;
+      if (b.kind === "since" ? !after : after) inside = false;
+    }
+    if (inside) kept.push(ctr);
+  }
+  return kept;
+}
