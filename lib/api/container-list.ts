@@ -36,12 +36,12 @@ export async function listContainers(ctx: FlockerContext, url: URL): Promise<Res
   } catch {
     filters = undefined; // the engines answer a malformed filter themselves
   }
-  const bounds: { kind: (typeof BOUNDS)[number]; host: Host; id: string; ms: number }[] = [];
+  const bounds: { kind: (typeof BOUNDS)[number]; id: string; ms: number }[] = [];
   if (filters && typeof filters === "object" && BOUNDS.some((k) => k in filters!)) {
     for (const kind of BOUNDS) {
       for (const ref of filters[kind] ? valuesOf(filters[kind]) : []) {
         const found = await ctx.locator.container(ref);
-        bounds.push({ kind, host: found.host, id: found.id, ms: await createdAt(found.host, found.id) });
+        bounds.push({ kind, id: found.id, ms: await createdAt(found.host, found.id) });
       }
       delete filters[kind];
     }
@@ -60,7 +60,40 @@ export async function listContainers(ctx: FlockerContext, url: URL): Promise<Res
   if (bounds.length) list = await withinBounds(ctx, list, bounds);
   list.sort((a, b) => Number(b.Created ?? 0) - Number(a.Created ?? 0));
   const limit = Number(url.searchParams.get("limit") ?? -1);
+  if (limit > 0) await orderLatest(ctx, list, limit);
   return Response.json(limit > 0 ? list.slice(0, limit) : list);
+}
+
+/** The host a listed container came from. */
+function hostOf(ctx: FlockerContext, ctr: Summary): Host | undefined {
+  return ctx.cluster.byName(String((ctr.Labels as Record<string, string>)["flocker.host"]));
+}
+
+/** The exact creation time of a listed container (its listed second when its host cannot say). */
+function exactCreated(ctx: FlockerContext, ctr: Summary): Promise<number> {
+  const host = hostOf(ctx, ctr);
+  const seconds = Number(ctr.Created ?? 0) * 1000;
+  return host ? createdAt(host, String(ctr.Id)).catch(() => seconds) : Promise.resolve(seconds);
+}
+
+/**
+ * `ps -l` / `ps -n N`: the list is ordered by creation second; where containers of several hosts
+ * share a second among the first N, their exact times decide the order (and which make the cut),
+ * as one engine does.
+ */
+async function orderLatest(ctx: FlockerContext, list: Summary[], limit: number) {
+  for (let start = 0; start < Math.min(limit, list.length);) {
+    let end = start;
+    while (end < list.length && list[end].Created === list[start].Created) end++;
+    const group = list.slice(start, end);
+    // One engine's order is already exact.
+    if (new Set(group.map((c) => hostOf(ctx, c))).size > 1) {
+      const times = await Promise.all(group.map((c) => exactCreated(ctx, c)));
+      const order = group.map((c, i) => ({ c, t: times[i] })).sort((a, b) => b.t - a.t);
+      order.forEach(({ c }, i) => (list[start + i] = c));
+    }
+    start = end;
+  }
 }
 
 /** Keep the containers created after every `since` and before every `before` container. */
@@ -72,13 +105,7 @@ async function withinBounds(ctx: FlockerContext, list: Summary[], bounds: { kind
     // bound needs its exact time.
     const seconds = Number(ctr.Created ?? 0);
     let exact: number | undefined;
-    const ms = async () => {
-      if (exact === undefined) {
-        const host = ctx.cluster.byName(String((ctr.Labels as Record<string, string>)["flocker.host"]));
-        exact = host ? await createdAt(host, String(ctr.Id)).catch(() => seconds * 1000) : seconds * 1000;
-      }
-      return exact;
-    };
+    const ms = async () => (exact ??= await exactCreated(ctx, ctr));
     let inside = true;
     for (const b of bounds) {
       const boundSeconds = Math.floor(b.ms / 1000);
