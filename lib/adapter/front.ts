@@ -575,7 +575,7 @@ class ClientConnection {
 }
 
 /**
- * On Deno, a socket whose reads only pass on to another Deno socket reads into one reused buffer
+ * On Deno, a socket whose reads only pass on to another Deno socket reads into reused buffers
  * (DenoStream.lend); `to` undefined ends that.
  */
 function lend(from: StreamSocket, to: StreamSocket | undefined) {
@@ -604,7 +604,7 @@ async function hijack(front: Front, socket: StreamSocket, buffered: Buffer, path
 /** Copy both ways, keeping half-close: the client's EOF reaches the engine, the rest of the output still comes back. */
 export function splice(socket: Spliceable, upstream: Spliceable) {
   const forward = (from: Spliceable, to: Spliceable) => {
-    if (from instanceof DenoStream && to instanceof DenoStream) from.pipeTo(to); // one reused buffer per direction
+    if (from instanceof DenoStream && to instanceof DenoStream) from.pipeTo(to); // reused buffers, none per chunk
     else {
       from.on("data", (chunk: Buffer) => {
         noteStreamed(chunk.length);

@@ -41,8 +41,9 @@ export class DenoStream extends EventEmitter implements StreamSocket {
   #flushed: (() => void)[] = [];
   writableEnded = false;
   /**
-   * Lend the read buffer: "data" chunks are views of one reused buffer, valid while the listeners
-   * run; when they write a chunk to another DenoStream, the next read waits until it is out. Only
+   * Lend the read buffer: "data" chunks are views of reused buffers, valid while the listeners
+   * run; when they write a chunk to another DenoStream, its buffer is read into again only once
+   * that write is out (two buffers take turns, so reading and writing overlap). Only
    * for listeners that keep nothing (no per-read buffer, so nothing for the collector to lag on).
    */
   lend = false;
