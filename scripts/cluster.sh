@@ -510,7 +510,8 @@ cmd_start_engine() {
 case ${1:-} in
   start-engine) cmd_start_engine "${2:-}" ;;
   up) with_lock cmd_up ;;
-  down) with_lock cmd_down ;;
+  # The lock file goes too once the bed is down (nothing of the bed stays in /tmp).
+  down) with_lock cmd_down && rm -f "$CLUSTER_DIR.lock" ;;
   status) cmd_status ;;
   env) cmd_env ;;
   *) echo "usage: $0 up|down|env|status|start-engine N" >&2; exit 2 ;;
