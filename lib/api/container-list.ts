@@ -11,13 +11,15 @@ import { fanoutJson } from "../upstream/fanout.ts";
 import { requestJson } from "../upstream/forward.ts";
 
 type Summary = Record<string, unknown>;
-type Filters = Record<string, Record<string, boolean> | string[]>;
+type Filters = Record<string, unknown>;
 
 const BOUNDS = ["since", "before"] as const;
 
 /** Filter values in either form the API takes: {"name": {"x": true}} or {"name": ["x"]}. */
-function valuesOf(entry: Record<string, boolean> | string[]): string[] {
-  return Array.isArray(entry) ? entry : Object.keys(entry);
+function valuesOf(kind: string, entry: unknown): string[] {
+  if (Array.isArray(entry)) return entry.map(String);
+  if (entry && typeof entry === "object") return Object.keys(entry);
+  throw new DockerError(400, `invalid filter '${kind}': ${JSON.stringify(entry)}`);
 }
 
 /** When a container was created, in ms (the engine's RFC 3339 time; ms precision is plenty across hosts). */
@@ -39,7 +41,7 @@ export async function listContainers(ctx: FlockerContext, url: URL): Promise<Res
   const bounds: { kind: (typeof BOUNDS)[number]; id: string; ms: number }[] = [];
   if (filters && typeof filters === "object" && BOUNDS.some((k) => k in filters!)) {
     for (const kind of BOUNDS) {
-      for (const ref of filters[kind] ? valuesOf(filters[kind]) : []) {
+      for (const ref of kind in filters ? valuesOf(kind, filters[kind]) : []) {
         const found = await ctx.locator.container(ref);
         bounds.push({ kind, id: found.id, ms: await createdAt(found.host, found.id) });
       }

@@ -260,6 +260,9 @@ for (const runtime of RUNTIMES) {
       const unknown = await run(["ps", "--filter", `since=${prefix}-nothere`]);
       expect(unknown.code).not.toBe(0);
       expect(unknown.stderr.toLowerCase()).toContain("no such container");
+      const malformed = await fetch(`${f.url}/containers/json?filters=${encodeURIComponent('{"since":"x"}')}`);
+      expect(malformed.status).toBe(400);
+      expect(((await malformed.json()) as { message: string }).message).toContain("invalid filter");
       expect((await run(["rm", "-f", ...names])).code).toBe(0);
     });
 
