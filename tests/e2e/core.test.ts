@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import net from "node:net";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   CLIS,
@@ -385,6 +386,36 @@ for (const runtime of RUNTIMES) {
       const want = createHash("sha256").update(input).digest("hex");
       const r = await ok(cli, f.dockerHost, ["exec", "-i", c, "sh", "-c", "cat | sha256sum"], { input: new Uint8Array(input), timeoutMs: 90_000 });
       expect(r.stdout.split(/\s+/)[0]).toBe(want);
+    });
+
+    test("on a unix socket, with engines over their unix sockets: run, exec -i, cp, logs", async () => {
+      const cli = CLIS[CLIS.length - 1].path;
+      const dir = tempDir("flk-unix-");
+      // Two engines by unix socket and one by TCP: the flock may mix them.
+      const hosts = [...testEnv.sockets.slice(0, 2), testEnv.hosts[2]];
+      const u = await startFlocker(runtime, { FLOCKER_LISTEN: `unix://${join(dir, "flocker.sock")}`, FLOCKER_HOSTS: hosts.join(",") });
+      try {
+        const names = hosts.map((_, i) => nameFor(`unix${i}`));
+        for (const [i, n] of names.entries()) {
+          await ok(cli, u.dockerHost, ["run", "-d", "--name", n, "-e", `constraint:node==${hosts[i]}`, IMAGE(), "sh", "-c", "echo up; sleep 60"]);
+          const ps = await ok(cli, u.dockerHost, ["ps", "--filter", `name=${n}`, "--format", '{{.Label "flocker.host"}}']);
+          expect(ps.stdout.trim()).toBe(hosts[i]);
+        }
+        for (const n of names) {
+          expect((await ok(cli, u.dockerHost, ["exec", "-i", n, "cat"], { input: `to ${n}` })).stdout).toBe(`to ${n}`);
+          expect((await ok(cli, u.dockerHost, ["logs", n])).stdout.trim()).toBe("up");
+        }
+        const payload = randomBytes(3 * 1024 * 1024);
+        const file = join(dir, "payload");
+        writeFileSync(file, payload);
+        await ok(cli, u.dockerHost, ["cp", file, `${names[0]}:/tmp/payload`]);
+        await ok(cli, u.dockerHost, ["cp", `${names[0]}:/tmp/payload`, join(dir, "back")]);
+        expect(Buffer.compare(readFileSync(join(dir, "back")), payload)).toBe(0);
+        await ok(cli, u.dockerHost, ["rm", "-f", ...names]);
+      } finally {
+        await u.stop();
+        removeDir(dir);
+      }
     });
 
     test("version-prefixed and bare paths both route", async () => {

@@ -59,7 +59,7 @@ export { freePort };
 export interface RunningFlocker {
   runtime: Runtime;
   port: number;
-  /** For DOCKER_HOST: tcp://127.0.0.1:PORT */
+  /** For DOCKER_HOST: tcp://127.0.0.1:PORT (or unix://PATH) */
   dockerHost: string;
   url: string;
   output: () => string;
@@ -69,7 +69,9 @@ export interface RunningFlocker {
 }
 
 export async function startFlocker(runtime: Runtime, env: Record<string, string> = {}, args: string[] = []): Promise<RunningFlocker> {
-  const port = env.FLOCKER_LISTEN ? Number(env.FLOCKER_LISTEN.split(":").pop()) : await freePort();
+  // FLOCKER_LISTEN=unix:///path listens there (port 0); otherwise a TCP port on loopback.
+  const unixPath = env.FLOCKER_LISTEN?.startsWith("unix://") ? env.FLOCKER_LISTEN.slice(7) : undefined;
+  const port = unixPath ? 0 : env.FLOCKER_LISTEN ? Number(env.FLOCKER_LISTEN.split(":").pop()) : await freePort();
   const cmd = runtime === "bun"
     ? [join(ROOT, "node_modules/.bin/bun"), "run", "main.ts", ...args]
     : [join(ROOT, "node_modules/.bin/deno"), "run", "-A", "main.ts", ...args];
@@ -98,7 +100,7 @@ export async function startFlocker(runtime: Runtime, env: Record<string, string>
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`flocker (${runtime}) exited with ${proc.exitCode}:\n${out}`);
     try {
-      const res = await fetch(`${url}/_ping`);
+      const res = await fetch(unixPath ? "http://localhost/_ping" : `${url}/_ping`, unixPath ? { unix: unixPath } : {});
       if (res.status === 200) break;
     } catch { /* not up yet */ }
     if (Date.now() > deadline) {
@@ -111,7 +113,7 @@ export async function startFlocker(runtime: Runtime, env: Record<string, string>
     runtime,
     port,
     url,
-    dockerHost: `tcp://127.0.0.1:${port}`,
+    dockerHost: unixPath ? `unix://${unixPath}` : `tcp://127.0.0.1:${port}`,
     output: () => out,
     pid: proc.pid,
     kill: (signal = "SIGKILL") => proc.kill(signal),
