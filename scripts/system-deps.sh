@@ -6,9 +6,10 @@ for bin in dockerd docker-registry redis-server htpasswd curl docker-compose wrk
   command -v "$bin" >/dev/null 2>&1 || need=1
 done
 [[ -x /bin/busybox ]] || need=1
+/usr/bin/python3 -c "import docker" >/dev/null 2>&1 || need=1 # the Docker SDK for Python (tests/e2e/sdk)
 ((need)) || exit 0
 if [[ $(id -u) != 0 ]]; then
-  echo "system-deps.sh: the test bed needs docker.io docker-registry busybox-static redis-server apache2-utils; run as root to install them" >&2
+  echo "system-deps.sh: the test bed needs docker.io docker-registry busybox-static redis-server apache2-utils python3-docker; run as root to install them" >&2
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l NEEDRESTART_SUSPEND=1
@@ -22,7 +23,7 @@ if [[ ! -e /usr/sbin/policy-rc.d ]]; then
 fi
 apt-get update -qq
 apt-get install -y -qq docker.io docker-registry busybox-static redis-server apache2-utils curl ca-certificates \
-  iproute2 wrk haproxy docker-compose chromium >/dev/null
+  iproute2 wrk haproxy docker-compose python3-docker chromium >/dev/null
 if ((created_policy)); then rm -f /usr/sbin/policy-rc.d; fi
 # dockerd needs cgroups; a bare container may not have them mounted.
 if ! grep -qE '^cgroup2? ' /proc/mounts && command -v cgroupfs-mount >/dev/null; then

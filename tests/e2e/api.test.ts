@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  CLIS, docker, engine, hostOf, removeContainers, removeDir, RUNTIMES, type RunningFlocker, startFlocker, tempDir,
+  CLIS, docker, engine, hostOf, removeContainers, removeDir, ROOT, RUNTIMES, type RunningFlocker, startFlocker, tempDir,
   testEnv, uniq,
 } from "./harness.ts";
 
@@ -265,6 +265,16 @@ for (const runtime of RUNTIMES) {
       expect(((await malformed.json()) as { message: string }).message).toContain("invalid filter");
       expect((await run(["rm", "-f", ...names])).code).toBe(0);
     });
+
+    test("the Docker SDK for Python: run, list, exec (and its raw socket), archives, stats, events, wait, errors", async () => {
+      const py = Bun.spawn(["/usr/bin/python3", join(ROOT, "tests/e2e/sdk/docker_py.py"), f.dockerHost, testEnv.image, `${prefix}-py`], {
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const [out, err, code] = await Promise.all([new Response(py.stdout).text(), new Response(py.stderr).text(), py.exited]);
+      expect(code, err).toBe(0);
+      expect(out.trim()).toBe("ok");
+    }, 120_000);
 
     test("memory stays flat while 1 GB streams through (3 x 1 GB: hijacked, plain HTTP, hijacked)", async () => {
       const name = `${prefix}-gb`;
