@@ -14,6 +14,8 @@ import { DenoStream } from "./deno/socket.ts";
 
 /** Largest request head accepted (docker's own limit is 1 MiB; a CLI head is < 1 KiB). */
 const MAX_HEAD = 64 * 1024;
+/** Bytes of an early-answered request's body read and dropped before the connection is ended instead. */
+const DISCARD_LIMIT = 1024 * 1024;
 /** Idle keep-alive connections kept per engine. */
 const POOL_SIZE = 32;
 
@@ -134,8 +136,10 @@ class EngineConnection {
     });
   }
 
+  /** Closed by us: the exchange that closes it is done with it, and hears nothing more. */
   close() {
     this.closed = true;
+    this.exchange = undefined;
     this.socket.destroy();
   }
 }
@@ -386,6 +390,30 @@ class ClientConnection {
     if (pending.length) push(pending);
   }
 
+  /**
+   * The rest of a body nobody reads any more (its request was answered early, e.g. refused): it is
+   * read and dropped, as an engine does, so that the client gets to read the answer (closing with
+   * its bytes unread would reset the connection, answer and all); then the connection goes on. Past
+   * DISCARD_LIMIT bytes the connection ends instead.
+   */
+  #discardBody(body: Framing) {
+    let dropped = 0;
+    this.#setSink((chunk) => {
+      const ours = body.feed(chunk);
+      dropped += ours;
+      if (body.done) {
+        this.#setSink(undefined);
+        if (ours < chunk.length) this.#buffer = Buffer.from(chunk.subarray(ours));
+        if (!this.#busy) this.#next();
+      } else if (dropped > DISCARD_LIMIT) {
+        this.#setSink(undefined);
+        this.socket.end();
+        this.#gone = true;
+      }
+    });
+    this.socket.resume(); // it may have been waiting for the engine to drain
+  }
+
   /** While a body streams, what the client sends only passes through: its reads may lend their buffer. */
   #setSink(sink: ((chunk: Buffer) => void) | undefined, upstream?: StreamSocket) {
     this.#sink = sink;
@@ -510,11 +538,9 @@ class ClientConnection {
       };
       const finish = (ok: boolean) => {
         if (!body.done) {
-          // Answered before the whole body came (an error): the rest of this connection is unusable.
-          this.#setSink(undefined);
+          // Answered before the whole body came (an error): the engine connection is done with.
           engine.close();
-          this.socket.end();
-          this.#gone = true;
+          this.#discardBody(body);
         } else if (ok && framing.keepAlive && !this.#gone) this.#engine = engine;
         else if (ok && framing.keepAlive) this.front.give(engine);
         else engine.close();

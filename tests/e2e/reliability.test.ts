@@ -8,8 +8,8 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  CLIS, docker, freePort, hostOf, removeContainers, removeDir, ROOT, type RunningFlocker, startFlocker, tempDir, testEnv,
-  uniq, waitForPort,
+  CLIS, docker, freePort, hostOf, removeContainers, removeDir, ROOT, RUNTIMES, type RunningFlocker, startFlocker, tempDir,
+  testEnv, uniq, waitForPort,
 } from "./harness.ts";
 
 const cli = CLIS[CLIS.length - 1].path;
@@ -209,6 +209,41 @@ describe("bad input", () => {
     expect(smuggle).toMatch(/^HTTP\/1\.1 400/);
     const garbage = await raw("\x00\x01\x02 NOT HTTP AT ALL\r\n\r\n");
     expect(garbage).toMatch(/^HTTP\/1\.1 400/);
+  });
+
+  test("answered before its body came (refused): the body is read and dropped, the answer arrives, the connection goes on", async () => {
+    for (const runtime of RUNTIMES) {
+      const ro = await startFlocker(runtime, { FLOCKER_READ_ONLY: "1" });
+      // The `/_ping` answer, with a length or chunked.
+      const PING_ANSWERED = /HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\n(?:OK|2\r\nOK\r\n0\r\n\r\n)$/;
+      try {
+        const body = '{"Image":"x"}' + " ".repeat(5000);
+        const out = await new Promise<string>((resolve) => {
+          let text = "";
+          let bodySent = false;
+          const s = connect(ro.port, "127.0.0.1", () =>
+            s.write(`POST /v1.41/containers/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`));
+          s.on("data", (d) => {
+            text += d;
+            if (text.includes("read-only") && !bodySent) {
+              // The refusal came first (as the docker CLI may see it): now the body, then another request.
+              bodySent = true;
+              s.write(body);
+              s.write("GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n");
+            }
+            if (PING_ANSWERED.test(text)) s.end();
+          });
+          s.on("error", (err) => resolve(`${text}\n[${err.message}]`));
+          s.on("close", () => resolve(text));
+          setTimeout(() => s.destroy(), 5000);
+        });
+        expect(out, runtime).toMatch(/^HTTP\/1\.1 403 /);
+        expect(out, runtime).toContain("read-only mode: POST /containers/create is refused");
+        expect(out, runtime).toMatch(PING_ANSWERED);
+      } finally {
+        await ro.stop();
+      }
+    }
   });
 
   test("fuzz: thousands of junk requests, then a normal docker run", async () => {
