@@ -266,7 +266,7 @@ for (const runtime of RUNTIMES) {
       expect((await run(["rm", "-f", ...names])).code).toBe(0);
     });
 
-    test("the Docker SDK for Python: run, list, exec (and its raw socket), archives, stats, events, wait, errors", async () => {
+    test("the Docker SDK for Python: run, list, exec (and its raw socket), archives, stats, events, wait, streams, build, errors", async () => {
       const py = Bun.spawn(["/usr/bin/python3", join(ROOT, "tests/e2e/sdk/docker_py.py"), f.dockerHost, testEnv.image, `${prefix}-py`], {
         stdout: "pipe",
         stderr: "pipe",

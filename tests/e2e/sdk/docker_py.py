@@ -1,4 +1,5 @@
-"""The Docker SDK for Python through flocker: what an SDK user does, checked step by step.
+"""The Docker SDK for Python through flocker: what an SDK user does, checked step by step
+(run, list, exec and its raw socket, archives, stats, events, wait, streams, build, errors).
 
 usage: python3 docker_py.py DOCKER_HOST IMAGE PREFIX   (exits non-zero on the first failure)
 """
@@ -6,6 +7,7 @@ import io
 import os
 import sys
 import tarfile
+import time
 
 import docker
 
@@ -70,6 +72,30 @@ try:
 finally:
     for ct in cts:
         ct.remove(force=True)
+
+# streams arrive as they happen, not at the end: logs follow, attach, exec output
+ct = client.containers.run(image, "sh -c 'for i in 1 2 3; do echo line$i; sleep 0.3; done'", detach=True, name=f"{prefix}-follow")
+try:
+    start, seen = time.monotonic(), []
+    for line in ct.logs(stream=True, follow=True):
+        seen.append((time.monotonic() - start, line.strip()))
+    assert [text for _, text in seen] == [b"line1", b"line2", b"line3"], seen
+    assert seen[-1][0] - seen[0][0] > 0.4, seen  # spread over the run
+finally:
+    ct.remove(force=True)
+ct = client.containers.run(image, "sh -c 'sleep 0.5; echo att1; echo att2'", detach=True, name=f"{prefix}-attach")
+try:
+    attached = b"".join(ct.attach(stream=True, logs=True))
+    assert attached.split() == [b"att1", b"att2"], attached
+finally:
+    ct.remove(force=True)
+
+# build from a Dockerfile object, then run the tag (it lands where it was built)
+tag = f"{prefix}-built:1"
+built, _ = client.images.build(fileobj=io.BytesIO(f"FROM {image}\nRUN echo built > /b\nCMD cat /b\n".encode()), tag=tag, rm=True)
+assert tag in built.tags, built.tags
+assert client.containers.run(tag, remove=True) == b"built\n"
+client.images.remove(tag)
 
 try:
     client.containers.get(f"{prefix}-nothere")
