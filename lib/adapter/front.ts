@@ -604,7 +604,7 @@ class ClientConnection {
  * On Deno, a socket whose reads only pass on to another Deno socket reads into reused buffers
  * (DenoStream.lend); `to` undefined ends that.
  */
-function lend(from: StreamSocket, to: StreamSocket | undefined) {
+function lend(from: Spliceable, to: Spliceable | undefined) {
   if (from instanceof DenoStream) from.lend = to instanceof DenoStream;
 }
 
@@ -630,16 +630,14 @@ async function hijack(front: Front, socket: StreamSocket, buffered: Buffer, path
 /** Copy both ways, keeping half-close: the client's EOF reaches the engine, the rest of the output still comes back. */
 export function splice(socket: Spliceable, upstream: Spliceable) {
   const forward = (from: Spliceable, to: Spliceable) => {
-    if (from instanceof DenoStream && to instanceof DenoStream) from.pipeTo(to); // reused buffers, none per chunk
-    else {
-      from.on("data", (chunk: Buffer) => {
-        noteStreamed(chunk.length);
-        if (!to.write(chunk)) {
-          from.pause();
-          to.once("drain", () => from.resume());
-        }
-      });
-    }
+    lend(from, to); // Deno: reused buffers, none per chunk
+    from.on("data", (chunk: Buffer) => {
+      noteStreamed(chunk.length);
+      if (!to.write(chunk)) {
+        from.pause();
+        to.once("drain", () => from.resume());
+      }
+    });
     from.on("end", () => to.end());
   };
   forward(socket, upstream);

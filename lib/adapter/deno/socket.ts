@@ -36,7 +36,6 @@ export class DenoStream extends EventEmitter implements StreamSocket {
   #paused = false;
   #wake?: () => void;
   #closed = false;
-  #pipeTarget?: DenoStream;
   /** Resolved when the queue has gone out. */
   #flushed: (() => void)[] = [];
   writableEnded = false;
@@ -107,7 +106,7 @@ export class DenoStream extends EventEmitter implements StreamSocket {
 
   async #read() {
     const conn = this.#conn;
-    // Two buffers when they are lent or piped: one is read into while the other is still being written.
+    // Two buffers when they are lent: one is read into while the other is still being written.
     const bufs = [new Uint8Array(READ_SIZE)];
     const writing: (Promise<unknown> | undefined)[] = [undefined, undefined];
     let k = 0;
@@ -123,18 +122,15 @@ export class DenoStream extends EventEmitter implements StreamSocket {
         if (n === null) break;
         if (this.#paused) await new Promise<void>((r) => (this.#wake = r));
         if (this.#closed) return;
-        if (this.#pipeTarget || this.lend) {
-          if (this.#pipeTarget) writing[k] = this.#pipeTarget.#send(buf.subarray(0, n));
-          else {
-            lent = buf.buffer;
-            try {
-              this.emit("data", Buffer.from(buf.buffer, 0, n));
-            } finally {
-              lent = undefined;
-            }
-            if (holding.length) writing[k] = Promise.all(holding);
-            holding = [];
+        if (this.lend) {
+          lent = buf.buffer;
+          try {
+            this.emit("data", Buffer.from(buf.buffer, 0, n));
+          } finally {
+            lent = undefined;
           }
+          if (holding.length) writing[k] = Promise.all(holding);
+          holding = [];
           k ^= 1;
           bufs[k] ??= new Uint8Array(READ_SIZE);
           continue;
@@ -151,26 +147,6 @@ export class DenoStream extends EventEmitter implements StreamSocket {
     this.#readDone = true;
     this.emit("end");
     if (this.#writeDone) this.#close(false);
-  }
-
-  /**
-   * Hijacked streams: from now on what this socket reads is written straight to `target` (no
-   * "data" events, no buffer per chunk); "end", "close" and "error" still come as usual.
-   */
-  pipeTo(target: DenoStream) {
-    this.#pipeTarget = target;
-    this.resume();
-  }
-
-  /** Write and wait until it is out (or the socket closed). */
-  #send(bytes: Uint8Array): Promise<void> {
-    if (this.#closed || this.writableEnded) return Promise.resolve();
-    this.#queue.push(bytes);
-    this.#queued += bytes.length;
-    return new Promise<void>((resolve) => {
-      this.#flushed.push(resolve);
-      void this.#flush();
-    });
   }
 
   async #flush() {
