@@ -38,7 +38,7 @@ export function createFlocker(options: FlockerOptions = {}): Flocker {
   if (options.redisHostsSet && store instanceof RedisStore && !hooks?.list) {
     const set = options.redisHostsSet;
     const fixed = hosts.map((h) => (typeof h === "string" ? h : `${h.name}=${h.address}`));
-    hooks = { ...hooks, list: async () => [...new Set([...fixed, ...(await store.redis.smembers(set))])] };
+    hooks = { ...hooks, list: async () => [...new Set([...fixed, ...(await store.members(set))])] };
   }
   return buildFlocker({
     ...options,

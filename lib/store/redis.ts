@@ -1,4 +1,4 @@
-import Redis from "ioredis";
+import type Redis from "ioredis";
 import { StoreUnavailableError, type Store } from "./types.ts";
 
 /** How long a call waits for a (re)connection before answering "store unavailable". */
@@ -15,25 +15,36 @@ export interface RedisStoreOptions {
 /**
  * Routing state in Redis, so several flocker processes act as one. `url`: redis:// or rediss://
  * (TLS). Every key is stored under the prefix, e.g. `flocker:ctr:<id>` (see ./types.ts).
+ * ioredis is imported when a RedisStore is made, not with flocker: it alone adds ~20 MB to a
+ * process that never uses it (measured under Deno).
  */
 export class RedisStore implements Store {
-  readonly redis: Redis;
+  /** The connection, opened at construction (ioredis loads first). */
+  readonly redis: Promise<Redis>;
   readonly prefix: string;
   #waiting?: Promise<void>;
 
   constructor(url: string, options: RedisStoreOptions = {}) {
     this.prefix = options.prefix ?? DEFAULT_REDIS_PREFIX;
-    this.redis = new Redis(url, {
-      keyPrefix: this.prefix,
-      // Fail fast while Redis is down instead of queueing calls forever; reconnect in the background.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 1,
-      connectTimeout: 2000,
-      retryStrategy: (times) => Math.min(times * 200, 2000),
-      lazyConnect: false,
+    this.redis = import("ioredis").then(({ default: Client }) => {
+      const redis = new Client(url, {
+        keyPrefix: this.prefix,
+        // Fail fast while Redis is down instead of queueing calls forever; reconnect in the background.
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 1,
+        connectTimeout: 2000,
+        retryStrategy: (times) => Math.min(times * 200, 2000),
+        lazyConnect: false,
+      });
+      // Connection errors are reported per call (503); do not let them crash the process.
+      redis.on("error", () => {});
+      return redis;
     });
-    // Connection errors are reported per call (503); do not let them crash the process.
-    this.redis.on("error", () => {});
+  }
+
+  /** The members of a set (under the prefix). */
+  members(set: string): Promise<string[]> {
+    return this.#run((redis) => redis.smembers(set));
   }
 
   /**
@@ -41,8 +52,7 @@ export class RedisStore implements Store {
    * without the offline queue they would fail at once). Gives up at the next connection error or
    * after CONNECT_WAIT_MS, so a Redis that is down still fails fast.
    */
-  #connected(): Promise<void> {
-    const redis = this.redis;
+  #connected(redis: Redis): Promise<void> {
     if (redis.status === "ready") return Promise.resolve();
     if (redis.status === "end") return Promise.reject(new Error("connection closed"));
     // One wait shared by every call made meanwhile.
@@ -63,35 +73,36 @@ export class RedisStore implements Store {
     });
   }
 
-  async #run<T>(op: () => Promise<T>): Promise<T> {
+  async #run<T>(op: (redis: Redis) => Promise<T>): Promise<T> {
     try {
-      await this.#connected();
-      return await op();
+      const redis = await this.redis;
+      await this.#connected(redis);
+      return await op(redis);
     } catch (err) {
       throw new StoreUnavailableError(`routing store unreachable (redis): ${(err as Error).message}`);
     }
   }
 
   get(key: string) {
-    return this.#run(() => this.redis.get(key));
+    return this.#run((redis) => redis.get(key));
   }
 
   async set(key: string, value: string, ttlSeconds?: number) {
-    await this.#run(() => (ttlSeconds ? this.redis.set(key, value, "EX", ttlSeconds) : this.redis.set(key, value)));
+    await this.#run((redis) => (ttlSeconds ? redis.set(key, value, "EX", ttlSeconds) : redis.set(key, value)));
   }
 
   async setIfAbsent(key: string, value: string, ttlSeconds?: number) {
-    const res = await this.#run(() =>
-      ttlSeconds ? this.redis.set(key, value, "EX", ttlSeconds, "NX") : this.redis.set(key, value, "NX")
+    const res = await this.#run((redis) =>
+      ttlSeconds ? redis.set(key, value, "EX", ttlSeconds, "NX") : redis.set(key, value, "NX")
     );
     return res === "OK";
   }
 
   async delete(key: string) {
-    await this.#run(() => this.redis.del(key));
+    await this.#run((redis) => redis.del(key));
   }
 
   async close() {
-    this.redis.disconnect();
+    (await this.redis).disconnect();
   }
 }

@@ -194,7 +194,7 @@ describe("redis store specifics", () => {
   test("calls made right after construction wait for the connection (the routing rebuild at start)", async () => {
     const s = new RedisStore(redisUrl(), { prefix: uniq("fd") + ":" });
     opened.push(s);
-    expect(s.redis.status).not.toBe("ready");
+    expect((await s.redis).status).not.toBe("ready");
     const results = await Promise.all([s.set("ctr:a", "h1\t"), s.setIfAbsent("name:a", "x"), s.get("ctr:none")]);
     expect(results.slice(1)).toEqual([true, null]);
     expect(await s.get("ctr:a")).toBe("h1\t");
