@@ -14,10 +14,12 @@
  *   WRK_DURATION=5s     per wrk run (wrk -t2 -c10 --latency)
  *   CP_MB=200 EXEC_MB=100 RSS_MB=1000   payload sizes (MB = 10^6 bytes)
  *   PS_SAMPLES=20       GET /containers/json per variant per round
+ *   PS_CLI_SAMPLES=10   `docker ps -a` runs per variant per round
  *   PS_CONTAINERS=10    stopped containers made on each engine for the `ps` benchmark
  *   RUN_PER_ROUND=2     `docker run --rm` per variant per round
  *   FAKE_ENGINES=100 FAKE_CONTAINERS=5   simulated engines for the wide `ps`
  *   BENCH_RUNTIMES=bun,deno              flocker runtimes to measure
+ *   BENCH_ONLY          unset: every part; else a comma list of routed,cp,exec,ps,run,rss,fake
  *   HAPROXY_NBTHREAD    unset: HAProxy's own default (one thread per CPU)
  *   BENCH_DOCKER_CLI=/usr/bin/docker
  *   BENCH_RESULTS=bench/results.md
@@ -58,10 +60,12 @@ const CFG = {
   execBytes: Math.round(numEnv("EXEC_MB", 100) * 1e6),
   rssBytes: Math.round(numEnv("RSS_MB", 1000) * 1e6),
   psSamples: Math.round(numEnv("PS_SAMPLES", 20)),
+  psCliSamples: Math.round(numEnv("PS_CLI_SAMPLES", 10)),
   psContainers: Math.round(numEnv("PS_CONTAINERS", 10)),
   runPerRound: Math.round(numEnv("RUN_PER_ROUND", 2)),
   fakeEngines: Math.round(numEnv("FAKE_ENGINES", 100)),
   fakeContainers: Math.round(numEnv("FAKE_CONTAINERS", 5)),
+  only: env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(",").map((s) => s.trim())) : undefined,
   runtimes: (env.BENCH_RUNTIMES ?? "bun,deno").split(",").map((s) => s.trim()).filter(Boolean) as Runtime[],
   haproxyThreads: env.HAPROXY_NBTHREAD,
   docker: env.BENCH_DOCKER_CLI ?? "/usr/bin/docker",
@@ -611,10 +615,52 @@ async function timedGet(url: string, expectItems?: number): Promise<number> {
   return ms;
 }
 
+/** `docker ps -a` through DOCKER_HOST, the listed count checked; wall time of the CLI in ms. */
+async function timedPs(dockerHost: string, want: number): Promise<number> {
+  const r = await mustRun(`docker ps -a (${dockerHost})`, [CFG.docker, "ps", "-a"], { env: dockerEnv(dockerHost) });
+  const n = r.stdout.trim().split("\n").length - 1; // a header line, then one per container
+  if (n !== want) throw new Error(`docker ps -a via ${dockerHost}: ${n} containers, want ${want}`);
+  return r.ms;
+}
+
+interface PsVariant {
+  name: string;
+  run: () => Promise<number>;
+}
+
+/** Warm up, then `samples` runs of each variant per round, rounds rotated; medians by name. */
+async function psMedians(variants: PsVariant[], perRound: number, what: string) {
+  for (const v of variants) for (let k = 0; k < 3; k++) await v.run(); // warm-up
+  const got = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+  for (let r = 0; r < CFG.rounds; r++) {
+    for (const v of rotate(variants, r)) {
+      for (let k = 0; k < perRound; k++) got.get(v.name)!.push(await v.run());
+    }
+  }
+  const med = (n: string) => median(got.get(n)!);
+  log(`${what}: ${variants.map((v) => `${v.name} ${fmtMs(med(v.name))}`).join(", ")}`);
+  for (const v of variants) samples.push(`${what} ${v.name}: median ${fmtMs(med(v.name))}, max ${fmtMs(Math.max(...got.get(v.name)!))} of ${got.get(v.name)!.length}`);
+  return { med, got };
+}
+
 async function benchPs3(ctx: Ctx) {
   const path = "/containers/json?all=1";
   const perEngine = await Promise.all(ctx.hosts.map(async (h) => (await api<unknown[]>(h, path)).body.length));
   const total = perEngine.reduce((a, b) => a + b, 0);
+  const engines = ctx.hosts.map((_, i) => `engine ${i + 1}`);
+
+  // What the issue names: the `docker ps` command, flocker over 3 engines vs each engine alone.
+  const cli = await psMedians([
+    ...ctx.flockers.map((f) => ({ name: f.label, run: () => timedPs(f.dockerHost, total) })),
+    ...ctx.hosts.map((h, i) => ({ name: engines[i], run: () => timedPs(`tcp://${h}`, perEngine[i]) })),
+  ], CFG.psCliSamples, "docker ps -a, 3 engines");
+  const cliSlowest = engines.reduce((a, b) => (cli.med(a) >= cli.med(b) ? a : b));
+  const cliBench = `\`docker ps -a\` over 3 engines (${total} containers; CLI wall time)`;
+  for (const f of ctx.flockers) {
+    ratioRow(cliBench, `${f.label} / slowest engine`, fmtMs(cli.med(f.label)), `slowest (${cliSlowest}): ${fmtMs(cli.med(cliSlowest))}; ${engines.map((e) => fmtMs(cli.med(e))).join(" / ")}`, cli.med(f.label) / cli.med(cliSlowest), { op: "<=", x: 1.2 });
+  }
+
+  // The request alone, without the CLI around it: where the proxy's own cost shows.
   const one = (url: string, want: number) => () => timedGet(url, want);
   // The floor: this process asking the 3 engines at once, no proxy. On 2 cores the engines compete
   // for CPU, so this alone is well over the slowest engine; the proxy's own cost is flocker / floor.
@@ -623,26 +669,15 @@ async function benchPs3(ctx: Ctx) {
     await Promise.all(ctx.hosts.map((h, i) => timedGet(`http://${h}${path}`, perEngine[i])));
     return performance.now() - start;
   };
-  const variants = [
+  const { med } = await psMedians([
     ...ctx.flockers.map((f) => ({ name: f.label, run: one(f.url + path, total) })),
-    ...ctx.hosts.map((h, i) => ({ name: `engine ${i + 1}`, run: one(`http://${h}${path}`, perEngine[i]) })),
+    ...ctx.hosts.map((h, i) => ({ name: engines[i], run: one(`http://${h}${path}`, perEngine[i]) })),
     { name: "3 engines at once", run: floor },
-  ];
-  for (const v of variants) for (let k = 0; k < 3; k++) await v.run(); // warm-up
-  const got = new Map<string, number[]>(variants.map((v) => [v.name, []]));
-  for (let r = 0; r < CFG.rounds; r++) {
-    for (const v of rotate(variants, r)) {
-      for (let k = 0; k < CFG.psSamples; k++) got.get(v.name)!.push(await v.run());
-    }
-  }
-  const med = (n: string) => median(got.get(n)!);
-  const engines = ctx.hosts.map((_, i) => `engine ${i + 1}`);
+  ], CFG.psSamples, "GET /containers/json, 3 engines");
   const slowest = engines.reduce((a, b) => (med(a) >= med(b) ? a : b));
-  log(`ps 3 engines: ${variants.map((v) => `${v.name} ${fmtMs(med(v.name))}`).join(", ")}`);
-  for (const v of variants) samples.push(`ps ${v.name}: median ${fmtMs(med(v.name))} of ${got.get(v.name)!.length}`);
-  const bench = `\`GET /containers/json?all=1\` over 3 engines (${total} containers)`;
+  const bench = `\`GET /containers/json?all=1\` over 3 engines (${total} containers; the request alone)`;
   for (const f of ctx.flockers) {
-    ratioRow(bench, `${f.label} / slowest engine`, fmtMs(med(f.label)), `slowest (${slowest}): ${fmtMs(med(slowest))}; ${engines.map((e) => fmtMs(med(e))).join(" / ")}`, med(f.label) / med(slowest), { op: "<=", x: 1.2 });
+    ratioRow(bench, `${f.label} / slowest engine`, fmtMs(med(f.label)), `slowest (${slowest}): ${fmtMs(med(slowest))}; ${engines.map((e) => fmtMs(med(e))).join(" / ")}`, med(f.label) / med(slowest), undefined);
   }
   for (const f of ctx.flockers) {
     ratioRow(bench, `${f.label} / 3 engines at once, no proxy`, fmtMs(med(f.label)), `the 3 engines asked at once by the benchmark itself: ${fmtMs(med("3 engines at once"))}`, med(f.label) / med("3 engines at once"), undefined);
@@ -763,31 +798,33 @@ async function benchFake(ctx: Ctx) {
   const flockers: Flocker[] = [];
   try {
     for (const rt of CFG.runtimes) flockers.push(await startFlocker(rt, hosts, "fake"));
-    const variants = [...flockers.map((f) => ({ name: f.label, url: f.url + path, want })), { name: "one fake engine", url: `http://${hosts[0]}${path}`, want: CFG.fakeContainers }];
-    for (const v of variants) for (let k = 0; k < 3; k++) await timedGet(v.url, v.want);
-    const got = new Map<string, number[]>(variants.map((v) => [v.name, []]));
-    for (let r = 0; r < CFG.rounds; r++) {
-      for (const v of rotate(variants, r)) {
-        for (let k = 0; k < CFG.psSamples; k++) got.get(v.name)!.push(await timedGet(v.url, v.want));
+    const one = "one fake engine";
+    // The `docker ps -a` command (what the issue names), then the request alone.
+    for (const level of ["cli", "api"] as const) {
+      const variants = [
+        ...flockers.map((f) => ({ name: f.label, run: level === "cli" ? () => timedPs(f.dockerHost, want) : () => timedGet(f.url + path, want) })),
+        { name: one, run: level === "cli" ? () => timedPs(`tcp://${hosts[0]}`, CFG.fakeContainers) : () => timedGet(`http://${hosts[0]}${path}`, CFG.fakeContainers) },
+      ];
+      const what = level === "cli" ? `docker ps -a, ${CFG.fakeEngines} fake engines` : `GET /containers/json, ${CFG.fakeEngines} fake engines`;
+      const { med, got } = await psMedians(variants, level === "cli" ? CFG.psCliSamples : CFG.psSamples, what);
+      const bench = level === "cli"
+        ? `\`docker ps -a\` over ${CFG.fakeEngines} simulated engines (${want} containers; CLI wall time)`
+        : `\`GET /containers/json?all=1\` over ${CFG.fakeEngines} simulated engines (${want} containers; the request alone)`;
+      for (const f of flockers) {
+        const xs = got.get(f.label)!;
+        const m = med(f.label);
+        rows.push({
+          bench,
+          variant: f.label,
+          value: `${fmtMs(m)} (max ${fmtMs(Math.max(...xs))})`,
+          baseline: `one fake engine: ${fmtMs(med(one))}`,
+          ratio: "",
+          target: "< 1 s",
+          result: m < 1000 ? "PASS" : "MISS",
+        });
       }
     }
-    const med = (n: string) => median(got.get(n)!);
-    log(`ps ${CFG.fakeEngines} engines: ${variants.map((v) => `${v.name} ${fmtMs(med(v.name))}`).join(", ")}`);
-    const bench = `\`GET /containers/json?all=1\` over ${CFG.fakeEngines} simulated engines (${want} containers)`;
-    for (const f of flockers) {
-      const xs = got.get(f.label)!;
-      const m = med(f.label);
-      samples.push(`ps ${CFG.fakeEngines} ${f.label}: median ${fmtMs(m)}, max ${fmtMs(Math.max(...xs))} of ${xs.length}; start-up with ${CFG.fakeEngines} hosts ${fmtMs(f.startMs)}`);
-      rows.push({
-        bench,
-        variant: f.label,
-        value: `${fmtMs(m)} (max ${fmtMs(Math.max(...xs))})`,
-        baseline: `one fake engine: ${fmtMs(med("one fake engine"))}`,
-        ratio: "",
-        target: "< 1 s",
-        result: m < 1000 ? "PASS" : "MISS",
-      });
-    }
+    for (const f of flockers) samples.push(`${f.label} start-up with ${CFG.fakeEngines} hosts: ${fmtMs(f.startMs)}`);
   } finally {
     for (const f of flockers) await stopProcess(f.proc);
     await stopProcess(fake);
@@ -935,15 +972,16 @@ async function main(): Promise<number> {
     ctx.haproxy = await startHaproxy(e1);
 
     const c = ctx;
-    await section("routed GET /containers/{id}/json", () => benchRouted(c));
+    const part = (key: string, title: string, body: () => Promise<void>) => (CFG.only && !CFG.only.has(key) ? undefined : section(title, body));
+    await part("routed", "routed GET /containers/{id}/json", () => benchRouted(c));
     await stopProcess(c.haproxy!.proc);
-    await section("docker cp", () => benchCp(c));
-    await section("exec -i cat", () => benchExec(c));
-    await section("ps over 3 engines", () => benchPs3(c));
-    await section("docker run --rm", () => benchRun(c));
-    await section("RSS", () => benchRss(c));
+    await part("cp", "docker cp", () => benchCp(c));
+    await part("exec", "exec -i cat", () => benchExec(c));
+    await part("ps", "ps over 3 engines", () => benchPs3(c));
+    await part("run", "docker run --rm", () => benchRun(c));
+    await part("rss", "RSS", () => benchRss(c));
     for (const f of c.flockers) await stopProcess(f.proc);
-    await section(`ps over ${CFG.fakeEngines} simulated engines`, () => benchFake(c));
+    await part("fake", `ps over ${CFG.fakeEngines} simulated engines`, () => benchFake(c));
   } catch (err) {
     if (aborted) throw err;
     failure = err;

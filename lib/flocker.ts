@@ -11,7 +11,7 @@ import { DockerError, errorResponse } from "./errors.ts";
 import { hostDown } from "./upstream/forward.ts";
 import { MemoryStore } from "./store/memory.ts";
 import { StoreUnavailableError, type Store } from "./store/types.ts";
-import { systemRoutes } from "./api/system.ts";
+import { pingResponse, systemRoutes } from "./api/system.ts";
 import { containerRoutes } from "./api/containers.ts";
 import { execRoutes } from "./api/exec.ts";
 import { imageRoutes } from "./api/images.ts";
@@ -59,8 +59,8 @@ export interface Flocker {
   isHijackPath: (pathname: string) => boolean;
   /**
    * For servers with a byte-level fast path: the engine a plain routed call (GET/HEAD of one
-   * container or exec, PUT of an archive) goes to, a Response to send instead, or undefined when
-   * the request needs the full app. The request itself is then passed to the engine unchanged.
+   * container or exec, PUT of an archive) goes to, a Response to send instead (errors, and
+   * flocker's own answer to /_ping), or undefined when the request needs the full app. The request itself is then passed to the engine unchanged.
    * Answered synchronously when the route is already known (no promise on the hot path).
    */
   passThrough: (method: string, pathname: string) => PassRoute | Promise<PassRoute>;
@@ -155,13 +155,16 @@ export function buildFlocker(options: CoreOptions): Flocker {
   const routes = new Map<string, Host>();
   let routesGeneration = cluster.generation;
   const resolvePassThrough = async (method: string, pathname: string, key: string) => {
-    const target = passThroughTarget(stripApiVersion(pathname));
+    const path = stripApiVersion(pathname);
+    const ping = path === "/_ping" && (method === "GET" || method === "HEAD");
+    const target = ping ? undefined : passThroughTarget(path);
     // Reads, and `docker cp` into a container (PUT archive: its tar body streams straight through).
-    if (!target || !(method === "GET" || method === "HEAD" || (method === "PUT" && target.action === "archive"))) return undefined;
+    if (!ping && (!target || !(method === "GET" || method === "HEAD" || (method === "PUT" && target.action === "archive")))) return undefined;
     try {
       checkRequest(policy, method, pathname);
       await ready;
       checkApiVersion(pathname, cluster.apiVersion(), compareVersions);
+      if (!target) return pingResponse(cluster, method as "GET" | "HEAD");
       const ref = decodeURIComponent(target.ref);
       const located = target.kind === "exec" ? { host: await locator.exec(ref), id: "" } : await locator.container(ref);
       if (located.id === ref && target.kind === "container") {

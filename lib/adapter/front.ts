@@ -9,6 +9,7 @@
  */
 import type { Flocker, PassRoute } from "../flocker.ts";
 import type { Host } from "../cluster/host.ts";
+import { STATUS_CODES } from "node:http";
 import { noteStreamed } from "./memory.ts";
 import { DenoStream } from "./deno/socket.ts";
 
@@ -70,6 +71,11 @@ interface Head {
 const EMPTY = Buffer.alloc(0);
 // Heads are ASCII; windows-1252 (what "latin1" decodes as) keeps every byte one character.
 const latin1 = new TextDecoder("latin1");
+
+/** The status line of an answer flocker writes itself. */
+export function statusLine(res: Response): string {
+  return `HTTP/1.1 ${res.status} ${res.statusText || STATUS_CODES[res.status] || "Unknown"}`;
+}
 
 /** Where an HTTP head ends (the index of its "\r\n\r\n"), or -1: a byte scan, no string made. */
 export function headEnd(buf: Uint8Array): number {
@@ -500,7 +506,7 @@ class ClientConnection {
 
   async #answer(res: Response, close = false) {
     const body = Buffer.from(await res.arrayBuffer());
-    const lines = [`HTTP/1.1 ${res.status} ${res.statusText || "Error"}`];
+    const lines = [statusLine(res)];
     res.headers.forEach((v, k) => k !== "content-length" && lines.push(`${k}: ${v}`));
     lines.push(`Content-Length: ${body.length}`);
     if (close) lines.push("Connection: close");
@@ -617,7 +623,7 @@ async function hijack(front: Front, socket: StreamSocket, buffered: Buffer, path
   const target = await front.flocker.hijack(pathname);
   if (target instanceof Response) {
     const body = await target.text();
-    socket.end(`HTTP/1.1 ${target.status} Error\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    socket.end(`${statusLine(target)}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
     return;
   }
   const upstream = front.dialFresh(target);

@@ -13,7 +13,7 @@ import { getRequestListener } from "@hono/node-server";
 import type { Flocker } from "../flocker.ts";
 import { type Host, newHostStatus, parseHostAddress } from "../cluster/host.ts";
 import type { EngineTls } from "./host-fetch.ts";
-import { Front, splice, type StreamSocket } from "./front.ts";
+import { Front, splice, statusLine, type StreamSocket } from "./front.ts";
 import { connectBun, listenBun } from "./bun/socket.ts";
 import { connectDeno, listenDeno } from "./deno/socket.ts";
 
@@ -188,7 +188,7 @@ function dial(host: Host, engineTls?: EngineTls): StreamSocket {
 
 async function writeResponse(socket: Duplex, res: Response) {
   const body = await res.text();
-  const head = [`HTTP/1.1 ${res.status} ${res.statusText || "Error"}`];
+  const head = [statusLine(res)];
   res.headers.forEach((v, k) => head.push(`${k}: ${v}`));
   head.push(`Content-Length: ${Buffer.byteLength(body)}`, "Connection: close");
   socket.end(head.join("\r\n") + "\r\n\r\n" + body);

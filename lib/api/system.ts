@@ -4,31 +4,39 @@ import type { FlockerContext } from "../context.ts";
 import { DockerError } from "../errors.ts";
 import { fanoutJson } from "../upstream/fanout.ts";
 import { forward } from "../upstream/forward.ts";
-import { compareVersions } from "../cluster/cluster.ts";
+import { type Cluster, compareVersions } from "../cluster/cluster.ts";
 import { mergePrune } from "./prune.ts";
 
 type Json = Record<string, unknown>;
+
+/**
+ * The answer to `GET` / `HEAD /_ping`, the first request of every docker CLI command: flocker's
+ * own (the flock's API version), so the byte-level front answers it without the app too.
+ */
+export function pingResponse(cluster: Cluster, method: "GET" | "HEAD"): Response {
+  const apiVersion = cluster.apiVersion();
+  if (!apiVersion) throw new DockerError(503, "flocker: no Docker host is reachable");
+  const headers = {
+    "Api-Version": apiVersion,
+    "Ostype": "linux",
+    "Docker-Experimental": "false",
+    // The classic builder: BuildKit's session protocol cannot be spread over a flock.
+    "Builder-Version": "1",
+    "Swarm": "inactive",
+    "Cache-Control": "no-cache, no-store, must-revalidate",
+    "Pragma": "no-cache",
+  };
+  return method === "HEAD"
+    ? new Response(null, { headers: { ...headers, "content-length": "0" } })
+    : new Response("OK", { headers: { ...headers, "content-type": "text/plain; charset=utf-8" } });
+}
 
 export function systemRoutes(ctx: FlockerContext) {
   const app = new Hono();
   const { cluster } = ctx;
 
-  const ping = () => {
-    const apiVersion = cluster.apiVersion();
-    if (!apiVersion) throw new DockerError(503, "flocker: no Docker host is reachable");
-    return {
-      "Api-Version": apiVersion,
-      "Ostype": "linux",
-      "Docker-Experimental": "false",
-      // The classic builder: BuildKit's session protocol cannot be spread over a flock.
-      "Builder-Version": "1",
-      "Swarm": "inactive",
-      "Cache-Control": "no-cache, no-store, must-revalidate",
-      "Pragma": "no-cache",
-    };
-  };
-  app.get("/_ping", () => new Response("OK", { headers: { ...ping(), "content-type": "text/plain; charset=utf-8" } }));
-  app.on("HEAD", "/_ping", () => new Response(null, { headers: { ...ping(), "content-length": "0" } }));
+  app.get("/_ping", () => pingResponse(cluster, "GET"));
+  app.on("HEAD", "/_ping", () => pingResponse(cluster, "HEAD"));
 
   app.get("/version", async (c) => {
     const { answers } = await fanoutJson<Json>(cluster.healthy(), "/version");

@@ -363,6 +363,17 @@ describe("security", () => {
     } finally {
       await listed.stop();
     }
+    // /_ping is answered by the front itself: the allow-list still applies to it.
+    const noPing = await startFlocker("bun", { FLOCKER_ALLOW: "GET:^/_ping$" });
+    try {
+      expect((await fetch(`${noPing.url}/v1.41/_ping`)).status).toBe(200);
+      expect((await fetch(`${noPing.url}/v1.41/_ping`, { method: "HEAD" })).status).toBe(403);
+      const version = await fetch(`${noPing.url}/version`);
+      expect(version.status).toBe(403);
+      expect(((await version.json()) as { message: string }).message).toContain("/version");
+    } finally {
+      await noPing.stop();
+    }
     const allowed = tempDir("flk-bind-");
     const strict = await startFlocker("bun", { FLOCKER_DENY_PRIVILEGED: "1", FLOCKER_DENY_HOST_NAMESPACES: "1", FLOCKER_BIND_DIRS: allowed });
     try {
