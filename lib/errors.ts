@@ -14,7 +14,14 @@ export function errorResponse(status: number, message: string): Response {
   });
 }
 
-export const noSuchContainer = (ref: string) => new DockerError(404, `No such container: ${ref}`);
+/** A container no host has (every healthy host was asked). */
+export class NoSuchContainer extends DockerError {
+  constructor(readonly ref: string) {
+    super(404, `No such container: ${ref}`);
+  }
+}
+
+export const noSuchContainer = (ref: string) => new NoSuchContainer(ref);
 export const noSuchExec = (ref: string) => new DockerError(404, `No such exec instance: ${ref}`);
 
 /** A JSON line as docker streams it after a 200 has gone out. */

@@ -8,7 +8,7 @@ import { rankHosts } from "../cluster/scheduler.ts";
 import { claimFor, placementOf } from "../cluster/placement.ts";
 import { parseConstraints, satisfies } from "../cluster/constraints.ts";
 import { checkContainer } from "./policy.ts";
-import { DockerError } from "../errors.ts";
+import { DockerError, NoSuchContainer } from "../errors.ts";
 import { fanoutJson } from "../upstream/fanout.ts";
 import { listContainers } from "./container-list.ts";
 import { forward, hasBody } from "../upstream/forward.ts";
@@ -270,7 +270,17 @@ export function containerRoutes(ctx: FlockerContext) {
     }
   });
 
-  app.all("/containers/:ref/*", async (c) => (await forwardToContainer(c)).res);
+  app.all("/containers/:ref/*", async (c) => {
+    try {
+      return (await forwardToContainer(c)).res;
+    } catch (err) {
+      // In no host: one engine answers, in its own words for this call (`docker kill` says "Cannot
+      // kill container: x: No such container: x").
+      const host = err instanceof NoSuchContainer ? ctx.cluster.healthy()[0] : undefined;
+      if (!host) throw err;
+      return forward(host, c.req.raw);
+    }
+  });
 
   return app;
 }

@@ -60,8 +60,8 @@ export class Locator {
 
   async container(ref: string): Promise<Located> {
     const key = ref.replace(/^\//, "");
-    // Names and ids only: nothing that could reshape the path sent to an engine.
-    if (!REF.test(key)) throw noSuchContainer(ref);
+    // Names and ids only: nothing that could reshape the path sent to an engine (nor is it sent to one).
+    if (!REF.test(key)) throw new DockerError(404, `No such container: ${ref}`);
     try {
       const known = await this.#known(key);
       if (known) return known;

@@ -278,12 +278,18 @@ for (const runtime of RUNTIMES) {
           const missing = nameFor("missing");
           const taken = nameFor("taken");
           const raced = nameFor("raced");
-          const [inspectMissing, rmMissing, stopMissing] = await Promise.all([
+          const [inspectMissing, rmMissing, stopMissing, killMissing, killDirect] = await Promise.all([
             docker(cli, h(), ["container", "inspect", missing]),
             docker(cli, h(), ["rm", missing]),
             docker(cli, h(), ["stop", missing]),
+            docker(cli, h(), ["kill", missing]),
+            docker(cli, `tcp://${testEnv.hosts[0]}`, ["kill", missing]),
             ok(cli, h(), ["create", "--name", taken, IMAGE(), "true"]),
           ]);
+          // In the engine's own words for each call ("Cannot kill container: x: No such container: x").
+          expect(killMissing.code).toBe(1);
+          expect(killMissing.stderr).toBe(killDirect.stderr);
+          expect(killMissing.stderr).toContain(`Cannot kill container: ${missing}`);
           expect(inspectMissing.code).not.toBe(0);
           expect(inspectMissing.stderr).toContain(`No such container: ${missing}`);
           expect(rmMissing.code).not.toBe(0);
