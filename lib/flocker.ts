@@ -158,8 +158,12 @@ export function buildFlocker(options: CoreOptions): Flocker {
     const path = stripApiVersion(pathname);
     const ping = path === "/_ping" && (method === "GET" || method === "HEAD");
     const target = ping ? undefined : passThroughTarget(path);
-    // Reads, and `docker cp` into a container (PUT archive: its tar body streams straight through).
-    if (!ping && (!target || !(method === "GET" || method === "HEAD" || (method === "PUT" && target.action === "archive")))) return undefined;
+    // Reads, `docker cp` into a container (PUT archive: its tar body streams straight through), and
+    // the wait `docker run` opens before it starts the container: when the start fails, the engine
+    // answers the wait (container removed, with --rm) before the start, and the CLI must hear them
+    // in that order, or it reports its wait as cancelled.
+    const passes = target && (method === "GET" || method === "HEAD" || (method === "PUT" && target.action === "archive") || (method === "POST" && target.action === "wait"));
+    if (!ping && !passes) return undefined;
     try {
       checkRequest(policy, method, pathname);
       await ready;
@@ -234,7 +238,7 @@ export function buildFlocker(options: CoreOptions): Flocker {
 const ROUTE_CACHE_SIZE = 10_000;
 
 /** Routed reads that need nothing but a lookup: the same answer as the app's catch-all routes. */
-const PASS_CONTAINER = /^\/containers\/([^/]+)\/(json|top|changes|stats|logs|archive|export)$/;
+const PASS_CONTAINER = /^\/containers\/([^/]+)\/(json|top|changes|stats|logs|archive|export|wait)$/;
 const PASS_EXEC = /^\/exec\/([^/]+)\/json$/;
 
 function passThroughTarget(path: string): { kind: "container" | "exec"; ref: string; action: string } | undefined {

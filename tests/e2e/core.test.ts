@@ -274,6 +274,19 @@ for (const runtime of RUNTIMES) {
           expect(gone).toEqual([undefined, undefined, undefined]);
         });
 
+        test("a run whose start fails says only what the engine says (its --rm wait is answered first)", async () => {
+          const args = ["run", "--rm", "--network", nameFor("nonet"), IMAGE(), "true"];
+          const direct = await docker(cli, `tcp://${testEnv.hosts[0]}`, args);
+          expect(direct.code).toBe(125);
+          // The CLI reports its wait as cancelled when the start error overtakes the wait's answer:
+          // a race, so a few tries.
+          for (let i = 0; i < 6; i++) {
+            const run = await docker(cli, h(), args);
+            expect(run.code).toBe(125);
+            expect(run.stderr).toBe(direct.stderr);
+          }
+        });
+
         test("unknown container, name conflict, concurrent creates of one name", async () => {
           const missing = nameFor("missing");
           const taken = nameFor("taken");
