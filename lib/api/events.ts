@@ -14,6 +14,15 @@ interface DockerEvent {
   [key: string]: unknown;
 }
 
+/** An event's `"timeNano":` digits (a label value is a string, never bare digits). */
+const TIME_NANO = /"timeNano":(\d+)/;
+
+/** The `since` just after an event's timeNano, exactly: "seconds.nanoseconds". */
+function secondsAfter(nano: string): string {
+  const next = BigInt(nano) + 1n;
+  return `${next / 1_000_000_000n}.${(next % 1_000_000_000n).toString().padStart(9, "0")}`;
+}
+
 /** Docker's `since`/`until`: unix seconds (with fraction) or an RFC 3339 date. */
 function toSeconds(value: string | undefined): number | undefined {
   if (!value) return undefined;
@@ -70,9 +79,13 @@ export function eventRoutes(ctx: FlockerContext) {
                   pending = pending.slice(nl + 1);
                   if (!line.trim()) continue;
                   const event = JSON.parse(line) as DockerEvent;
-                  if (event.timeNano) from = (event.timeNano / 1e9 + 1e-9).toFixed(9);
+                  // timeNano is past 2^53: its digits are taken from the text, a number would round them.
+                  const nano = TIME_NANO.exec(line)?.[1];
+                  if (nano) from = secondsAfter(nano);
                   event.Actor = { ...event.Actor, Attributes: { ...event.Actor?.Attributes, "flocker.host": host.name } };
-                  if (!closed) controller.enqueue(encoder.encode(JSON.stringify(event) + "\n"));
+                  let out = JSON.stringify(event);
+                  if (nano) out = out.replace(TIME_NANO, `"timeNano":${nano}`);
+                  if (!closed) controller.enqueue(encoder.encode(out + "\n"));
                 }
               }
               ended = true;

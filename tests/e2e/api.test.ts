@@ -61,6 +61,16 @@ for (const runtime of RUNTIMES) {
       const r = await run(["events", "--since", String(since), "--until", String(until), "--filter", `container=${prefix}-ev0`, "--format", "{{.Action}}"], { timeoutMs: 15_000 });
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toContain("create");
+      // The same events, to the nanosecond, as their engine lists them (timeNano is past 2^53).
+      const host = (await hostOf(`${prefix}-ev0`))!;
+      const format = ["--format", "{{.TimeNano}} {{.Action}}"];
+      const bounds = ["--since", String(since), "--until", String(until), "--filter", `container=${prefix}-ev0`];
+      const [viaFlocker, direct] = await Promise.all([
+        run(["events", ...bounds, ...format], { timeoutMs: 15_000 }),
+        docker(cli, `tcp://${host}`, ["events", ...bounds, ...format], { timeoutMs: 15_000 }),
+      ]);
+      expect(direct.stdout).toMatch(/^\d{19} create$/m);
+      expect(viaFlocker.stdout).toBe(direct.stdout);
     });
 
     test("logs -f shows a line printed after it attached", async () => {
