@@ -254,7 +254,8 @@ export function containerRoutes(ctx: FlockerContext) {
   app.post("/containers/:ref/rename", async (c) => {
     const found = await locator.container(c.req.param("ref"));
     const newName = c.req.query("name")?.replace(/^\//, "");
-    if (!newName || !NAME.test(newName)) return forward(found.host, c.req.raw);
+    // A bad name, or its own name (the engine refuses both, in its own words): nothing to reserve.
+    if (!newName || !NAME.test(newName) || newName === found.name) return forward(found.host, c.req.raw);
     const token = await reserveName(newName);
     let renamed = false;
     try {

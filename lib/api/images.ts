@@ -176,7 +176,12 @@ export function imageRoutes(ctx: FlockerContext) {
     const { answers } = await fanoutJson(cluster.healthy(), `/images/${encodeURIComponent(ref)}/json`);
     return answers.filter((a) => a.status === 200).map((a) => a.host);
   }
-  const noSuchImage = (ref: string) => new DockerError(404, `No such image: ${ref}`);
+  /** No host holds it: one engine answers, in its own words for this call (as against one engine). */
+  const noHolder = (c: Context) => {
+    const host = cluster.healthy()[0];
+    if (!host) throw new DockerError(503, "flocker: no Docker host is reachable");
+    return forward(host, c.req.raw);
+  };
 
   app.get("/images/search", (c) => forwardToAny(ctx, c));
   app.post("/images/prune", async (c) => {
@@ -189,6 +194,7 @@ export function imageRoutes(ctx: FlockerContext) {
   app.get("/images/get", async (c) => {
     const names = new URL(c.req.url).searchParams.getAll("names");
     const sets = await Promise.all(names.map(holders));
+    if (sets.some((set) => !set.length)) return noHolder(c);
     const host = sets.reduce((acc, set) => acc.filter((h) => set.includes(h)), sets[0] ?? []).at(0);
     if (!host) throw new DockerError(404, `flocker: no single host holds all of: ${names.join(", ")}`);
     return forward(host, c.req.raw);
@@ -204,7 +210,7 @@ export function imageRoutes(ctx: FlockerContext) {
     const tag = action === "push" ? c.req.query("tag") : undefined;
     const ref = tag ? `${name}:${tag}` : name;
     const hosts = await holders(ref);
-    if (!hosts.length) throw noSuchImage(ref);
+    if (!hosts.length) return noHolder(c);
     switch (`${c.req.method} ${action ?? ""}`) {
       case "DELETE ": {
         // rmi: from every host that holds it; the deleted lists merged.

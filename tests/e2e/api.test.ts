@@ -238,6 +238,30 @@ for (const runtime of RUNTIMES) {
       expect(((await res.json()) as { message: string }).message).toContain("swarm");
     });
 
+    test("what no host has is refused in the engine's own words: missing images, renaming to its own name", async () => {
+      const missing = `${prefix}-noimage`;
+      const direct = `tcp://${testEnv.hosts[0]}`;
+      const calls = [
+        ["rmi", missing],
+        ["tag", missing, `${missing}-b`],
+        ["history", missing],
+        ["image", "inspect", missing],
+        ["push", missing],
+        ["save", "-o", join(work, "missing.tar"), missing],
+        ["save", "-o", join(work, "missing.tar"), testEnv.image, missing],
+      ];
+      for (const args of calls) {
+        const [through, engineSays] = await Promise.all([run(args), docker(cli, direct, args)]);
+        expect(engineSays.code, args.join(" ")).not.toBe(0);
+        expect({ args, code: through.code, stderr: through.stderr }).toEqual({ args, code: engineSays.code, stderr: engineSays.stderr });
+      }
+      const name = `${prefix}-self`;
+      expect((await run(["create", "--name", name, testEnv.image, "true"])).code).toBe(0);
+      const self = await run(["rename", name, name]);
+      expect(self.code).toBe(1);
+      expect(self.stderr).toContain("Renaming a container with the same name as its current name");
+    });
+
     test("ps shows each container's host as a label, and names still address containers", async () => {
       const name = `${prefix}-ps`;
       expect((await run(["run", "-d", "--name", name, testEnv.image, "sleep", "30"])).code).toBe(0);
