@@ -7,7 +7,8 @@
 import type { FlockerContext } from "../context.ts";
 import type { Host } from "../cluster/host.ts";
 import { DockerError } from "../errors.ts";
-import { fanoutJson } from "../upstream/fanout.ts";
+import { fanoutJson, refusalOf } from "../upstream/fanout.ts";
+import { apiPrefixOf } from "./version.ts";
 import { requestJson } from "../upstream/forward.ts";
 
 type Summary = Record<string, unknown>;
@@ -50,15 +51,14 @@ export async function listContainers(ctx: FlockerContext, url: URL): Promise<Res
     query.set("filters", JSON.stringify(filters));
     query.delete("limit"); // an engine would cut its list before flocker filters it
   }
-  const { answers } = await fanoutJson<Summary[]>(ctx.cluster.healthy(), `/containers/json?${query}`);
+  const { answers } = await fanoutJson<Summary[]>(ctx.cluster.healthy(), `${apiPrefixOf(url.href)}/containers/json?${query}`);
   let list: Summary[] = answers.flatMap(({ host, status, body }) =>
     status === 200 && Array.isArray(body)
       ? body.map((ctr) => ({ ...ctr, Labels: { ...(ctr.Labels as Record<string, string> ?? {}), "flocker.host": host.name } }))
       : []
   );
-  // Every host that answered refused the query (a malformed filter): that answer, as one engine gives it.
-  const refused = answers.find((a) => a.status >= 400);
-  if (refused && !answers.some((a) => a.status === 200)) return Response.json(refused.body, { status: refused.status });
+  const refused = refusalOf(answers);
+  if (refused) return refused;
   if (bounds.length) list = await withinBounds(ctx, list, bounds);
   list.sort((a, b) => Number(b.Created ?? 0) - Number(a.Created ?? 0));
   const limit = Number(url.searchParams.get("limit") ?? -1);

@@ -5,7 +5,8 @@ import type { FlockerContext, RegistryCredentials } from "../context.ts";
 import type { Host } from "../cluster/host.ts";
 import { normalizeImageRef } from "../cluster/cluster.ts";
 import { DockerError } from "../errors.ts";
-import { fanoutJson, messageOf } from "../upstream/fanout.ts";
+import { fanoutJson, messageOf, refusalOf } from "../upstream/fanout.ts";
+import { apiPrefixOf } from "./version.ts";
 import { forward } from "../upstream/forward.ts";
 import { mergeProgress, type ProgressSource } from "../upstream/progress.ts";
 import { localImageKey } from "../cluster/placement.ts";
@@ -100,7 +101,9 @@ export function imageRoutes(ctx: FlockerContext) {
 
   app.get("/images/json", async (c) => {
     const query = new URL(c.req.url).search;
-    const { answers } = await fanoutJson<ImageSummary[]>(cluster.healthy(), `/images/json${query}`);
+    const { answers } = await fanoutJson<ImageSummary[]>(cluster.healthy(), `${apiPrefixOf(c.req.url)}/images/json${query}`);
+    const refused = refusalOf(answers);
+    if (refused) return refused;
     const merged = new Map<string, ImageSummary & { hosts: string[] }>();
     for (const { host, status, body } of answers) {
       if (status !== 200 || !Array.isArray(body)) continue;
@@ -186,8 +189,8 @@ export function imageRoutes(ctx: FlockerContext) {
   app.get("/images/search", (c) => forwardToAny(ctx, c));
   app.post("/images/prune", async (c) => {
     const query = new URL(c.req.url).search;
-    const { answers } = await fanoutJson(cluster.healthy(), `/images/prune${query}`, { method: "POST", timeoutMs: 120_000 });
-    return c.json(mergePrune(answers));
+    const { answers } = await fanoutJson(cluster.healthy(), `${apiPrefixOf(c.req.url)}/images/prune${query}`, { method: "POST", timeoutMs: 120_000 });
+    return refusalOf(answers) ?? c.json(mergePrune(answers));
   });
 
   // docker save: from a host that holds every named image.

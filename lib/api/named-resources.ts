@@ -8,7 +8,8 @@ import type { FlockerContext } from "../context.ts";
 import type { Host } from "../cluster/host.ts";
 import { networkIdKey, pinKey, PREDEFINED_NETWORKS, PROJECT_LABEL, projectKey } from "../cluster/placement.ts";
 import { DockerError } from "../errors.ts";
-import { fanoutJson } from "../upstream/fanout.ts";
+import { fanoutJson, refusalOf } from "../upstream/fanout.ts";
+import { apiPrefixOf } from "./version.ts";
 import { forward } from "../upstream/forward.ts";
 import { readJsonBody } from "./containers.ts";
 import { mergePrune } from "./prune.ts";
@@ -67,7 +68,9 @@ export function namedResourceRoutes(ctx: FlockerContext, kind: ResourceKind) {
 
   app.get(base, async (c) => {
     const query = new URL(c.req.url).search;
-    const { answers, failures } = await fanoutJson(cluster.healthy(), `${base}${query}`);
+    const { answers, failures } = await fanoutJson(cluster.healthy(), `${apiPrefixOf(c.req.url)}${base}${query}`);
+    const refused = refusalOf(answers);
+    if (refused) return refused;
     // One entry per name: name -> host name -> that host's copy.
     const byName = new Map<string, Map<string, Item>>();
     const listed = new Set<string>();
@@ -113,7 +116,9 @@ export function namedResourceRoutes(ctx: FlockerContext, kind: ResourceKind) {
 
   app.post(`${base}/prune`, async (c) => {
     const query = new URL(c.req.url).search;
-    const { answers } = await fanoutJson(cluster.healthy(), `${base}/prune${query}`, { method: "POST", timeoutMs: 120_000 });
+    const { answers } = await fanoutJson(cluster.healthy(), `${apiPrefixOf(c.req.url)}${base}/prune${query}`, { method: "POST", timeoutMs: 120_000 });
+    const refused = refusalOf(answers);
+    if (refused) return refused;
     const merged = mergePrune(answers);
     const names = [...new Set((merged[kind.pruned] as string[] | null) ?? [])];
     const prunedOn = (hostName: string, name: string) =>

@@ -2,7 +2,8 @@
 import { Hono } from "hono";
 import type { FlockerContext } from "../context.ts";
 import { DockerError } from "../errors.ts";
-import { fanoutJson } from "../upstream/fanout.ts";
+import { fanoutJson, refusalOf } from "../upstream/fanout.ts";
+import { apiPrefixOf } from "./version.ts";
 import { forward } from "../upstream/forward.ts";
 import { type Cluster, compareVersions } from "../cluster/cluster.ts";
 import { mergePrune } from "./prune.ts";
@@ -39,7 +40,9 @@ export function systemRoutes(ctx: FlockerContext) {
   app.on("HEAD", "/_ping", () => pingResponse(cluster, "HEAD"));
 
   app.get("/version", async (c) => {
-    const { answers } = await fanoutJson<Json>(cluster.healthy(), "/version");
+    const { answers } = await fanoutJson<Json>(cluster.healthy(), `${apiPrefixOf(c.req.url)}/version`);
+    const refused = refusalOf(answers);
+    if (refused) return refused;
     const ok = answers.filter((a) => a.status === 200);
     if (!ok.length) throw new DockerError(503, "flocker: no Docker host is reachable");
     ok.sort((a, b) => compareVersions(String(a.body.ApiVersion), String(b.body.ApiVersion)));
@@ -49,7 +52,9 @@ export function systemRoutes(ctx: FlockerContext) {
   });
 
   app.get("/info", async (c) => {
-    const { answers } = await fanoutJson<Json>(cluster.healthy(), "/info");
+    const { answers } = await fanoutJson<Json>(cluster.healthy(), `${apiPrefixOf(c.req.url)}/info`);
+    const refused = refusalOf(answers);
+    if (refused) return refused;
     const ok = answers.filter((a) => a.status === 200);
     if (!ok.length) throw new DockerError(503, "flocker: no Docker host is reachable");
     const sum = (field: string) => ok.reduce((n, a) => n + (Number(a.body[field]) || 0), 0);
@@ -91,7 +96,9 @@ export function systemRoutes(ctx: FlockerContext) {
   // docker system df: every host's usage, summed (images deduplicated by id, volumes by name).
   app.get("/system/df", async (c) => {
     const query = new URL(c.req.url).search;
-    const { answers } = await fanoutJson<Json>(cluster.healthy(), `/system/df${query}`, { timeoutMs: 30_000 });
+    const { answers } = await fanoutJson<Json>(cluster.healthy(), `${apiPrefixOf(c.req.url)}/system/df${query}`, { timeoutMs: 30_000 });
+    const refused = refusalOf(answers);
+    if (refused) return refused;
     const ok = answers.filter((a) => a.status === 200);
     if (!ok.length) throw new DockerError(503, "flocker: no Docker host is reachable");
     const merged: Json = { LayersSize: 0 };
@@ -108,7 +115,9 @@ export function systemRoutes(ctx: FlockerContext) {
   for (const path of ["/containers/prune", "/build/prune"]) {
     app.post(path, async (c) => {
       const query = new URL(c.req.url).search;
-      const { answers } = await fanoutJson(cluster.healthy(), `${path}${query}`, { method: "POST", timeoutMs: 120_000 });
+      const { answers } = await fanoutJson(cluster.healthy(), `${apiPrefixOf(c.req.url)}${path}${query}`, { method: "POST", timeoutMs: 120_000 });
+      const refused = refusalOf(answers);
+      if (refused) return refused;
       const merged = mergePrune(answers);
       if (path === "/containers/prune") {
         for (const id of (merged.ContainersDeleted as string[] | undefined) ?? []) await ctx.locator.forgetContainer(id);

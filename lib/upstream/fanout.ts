@@ -1,6 +1,7 @@
 /** Ask several engines the same question in parallel; slow or dead hosts are dropped after a deadline. */
 import type { Host } from "../cluster/host.ts";
 import { requestJson } from "./forward.ts";
+import { errorResponse } from "../errors.ts";
 
 export interface HostAnswer<T> {
   host: Host;
@@ -28,6 +29,19 @@ export async function fanoutJson<T = unknown>(
     else out.failures.push({ host: hosts[i], error: (r.reason as Error)?.message ?? String(r.reason) });
   });
   return out;
+}
+
+/**
+ * When every host that answered refused the question (a malformed filter, an API version out of
+ * range): that refusal, as one engine gives it. Undefined when any host answered.
+ */
+export function refusalOf(answers: HostAnswer<unknown>[]): Response | undefined {
+  if (answers.some((a) => a.status < 300)) return undefined;
+  const refused = answers.find((a) => a.status >= 400);
+  if (!refused) return undefined;
+  return typeof refused.body === "string"
+    ? errorResponse(refused.status, refused.body.trim()) // a plain-text refusal, given docker's JSON shape
+    : Response.json(refused.body, { status: refused.status });
 }
 
 /** Message of a docker error body. */

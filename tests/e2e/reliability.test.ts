@@ -190,7 +190,25 @@ describe("bad input", () => {
     await expectDockerError(await fetch(`${f.url}/v1.41/containers/a%00b/json`), 400);
     await expectDockerError(await fetch(`${f.url}/v1.41/containers/%E0%A4%A/json`), 400);
     await expectDockerError(await fetch(`${f.url}/v9.99/info`), 400);
-    await expectDockerError(await fetch(`${f.url}/vxyz/info`), 400);
+    await expectDockerError(await fetch(`${f.url}/vxyz/info`), 404); // not a version: a path, as docker routes it
+    // Too old for the engines: they refuse the fan-outs too (flocker asks in the client's version).
+    for (const path of ["/v1.11/containers/json", "/v1.11/info", "/v1.11/images/json"]) {
+      const old = await fetch(`${f.url}${path}`);
+      expect(old.status).toBe(400);
+      expect(((await old.json()) as { message: string }).message).toContain("client version 1.11 is too old");
+    }
+    // A malformed filter is refused as the engine refuses it, not answered with an empty merge.
+    const bad = encodeURIComponent("{bad");
+    for (const [method, path, status] of [["GET", "/images/json", 500], ["GET", "/volumes", 400], ["GET", "/networks", 500], ["POST", "/containers/prune", 400], ["POST", "/images/prune", 500], ["POST", "/volumes/prune", 500]] as const) {
+      const res = await fetch(`${f.url}/v1.41${path}?filters=${bad}`, { method });
+      expect({ path, status: res.status }).toEqual({ path, status });
+      expect(((await res.json()) as { message: string }).message).toContain("invalid character");
+    }
+    // Paths without a version that start with "v" are paths (this one was once taken for a bad version).
+    const volume = `flk-rel-unversioned-${Date.now()}`;
+    const created = await post("/volumes/create", JSON.stringify({ Name: volume }));
+    expect(created.status).toBe(201);
+    expect((await fetch(`${f.url}/volumes/${volume}`, { method: "DELETE" })).status).toBe(204);
     await expectDockerError(await fetch(`${f.url}/v1.41/nonsense/path`), 404);
     await expectDockerError(await fetch(`${f.url}/v1.41/containers/json`, { method: "PATCH" }));
   });
