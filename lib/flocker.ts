@@ -133,7 +133,7 @@ export function buildFlocker(options: CoreOptions): Flocker {
     const pathname = new URL(c.req.url).pathname;
     checkRequest(policy, c.req.method, pathname);
     await ready;
-    checkApiVersion(pathname, cluster.apiVersion(), compareVersions);
+    checkApiVersion(pathname, cluster.apiVersion(), compareVersions, cluster.minApiVersion());
     await next();
   });
   app.route("/", systemRoutes(ctx));
@@ -167,7 +167,7 @@ export function buildFlocker(options: CoreOptions): Flocker {
     try {
       checkRequest(policy, method, pathname);
       await ready;
-      checkApiVersion(pathname, cluster.apiVersion(), compareVersions);
+      checkApiVersion(pathname, cluster.apiVersion(), compareVersions, cluster.minApiVersion());
       if (!target) return pingResponse(cluster, method as "GET" | "HEAD");
       const ref = decodeURIComponent(target.ref);
       const located = target.kind === "exec" ? { host: await locator.exec(ref), id: "" } : await locator.container(ref);
@@ -191,7 +191,7 @@ export function buildFlocker(options: CoreOptions): Flocker {
       try {
         checkRequest(policy, "POST", pathname);
         await ready;
-        checkApiVersion(pathname, cluster.apiVersion(), compareVersions);
+        checkApiVersion(pathname, cluster.apiVersion(), compareVersions, cluster.minApiVersion());
         const host = await hijackHost(ctx, pathname);
         if (host?.status.state === "unhealthy") return hostDown(host);
         return host ?? errorResponse(404, "page not found");

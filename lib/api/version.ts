@@ -19,11 +19,17 @@ export function apiPrefixOf(url: string): string {
   return v ? `/v${v}` : "";
 }
 
-/** Docker refuses versions past its maximum; flocker's maximum is the oldest host's. */
-export function checkApiVersion(pathname: string, max: string | undefined, compare: (a: string, b: string) => number) {
+/**
+ * Docker refuses versions outside what it serves; flocker serves what every host does: up to the
+ * oldest host's maximum, from the newest host's minimum.
+ */
+export function checkApiVersion(pathname: string, max: string | undefined, compare: (a: string, b: string) => number, min?: string) {
   const v = apiVersionOf(pathname);
   if (!v) return;
   if (max && compare(v, max) > 0) {
     throw new DockerError(400, `client version ${v} is too new. Maximum supported API version is ${max}`);
+  }
+  if (min && compare(v, min) < 0) {
+    throw new DockerError(400, `client version ${v} is too old. Minimum supported API version is ${min}, please upgrade your client to a newer version`);
   }
 }

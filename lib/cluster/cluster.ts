@@ -13,6 +13,7 @@ export interface ClusterOptions {
 
 interface VersionBody {
   ApiVersion?: string;
+  MinAPIVersion?: string;
   Version?: string;
 }
 interface InfoBody {
@@ -77,6 +78,16 @@ export class Cluster {
     return min;
   }
 
+  /** The highest MinAPIVersion among hosts: older clients are refused, as every engine would. */
+  minApiVersion(): string | undefined {
+    let max: string | undefined;
+    for (const h of this.hosts) {
+      const v = h.status.minApiVersion;
+      if (v && (!max || compareVersions(v, max) > 0)) max = v;
+    }
+    return max;
+  }
+
   holdsImage(host: Host, ref: string): boolean {
     return this.images.get(host.name)?.has(normalizeImageRef(ref)) ?? false;
   }
@@ -99,6 +110,7 @@ export class Cluster {
       const s = host.status;
       if (s.apiVersion !== version.body.ApiVersion) this.generation++;
       s.apiVersion = version.body.ApiVersion;
+      s.minApiVersion = version.body.MinAPIVersion;
       s.version = version.body.Version;
       s.containers = info.body.Containers ?? 0;
       s.labels = info.body.Labels ?? [];

@@ -18,6 +18,8 @@ export interface HostStatus {
   state: HostState;
   /** API version the engine speaks (from /version), e.g. "1.41". */
   apiVersion?: string;
+  /** The oldest API version it still serves (MinAPIVersion), e.g. "1.12". */
+  minApiVersion?: string;
   version?: string;
   /** Containers on the engine, all states; kept current between probes by our own creates/removes. */
   containers: number;
