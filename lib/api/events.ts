@@ -35,7 +35,7 @@ export function eventRoutes(ctx: FlockerContext) {
   const app = new Hono();
   const { cluster } = ctx;
 
-  app.get("/events", (c) => {
+  app.get("/events", async (c) => {
     const url = new URL(c.req.url);
     const until = toSeconds(url.searchParams.get("until") ?? undefined);
     const since = url.searchParams.get("since") ?? undefined;
@@ -44,6 +44,20 @@ export function eventRoutes(ctx: FlockerContext) {
     const attached = new Map<string, Promise<void>>();
     let closed = false;
     let rescan: ReturnType<typeof setInterval> | undefined;
+    const request = (host: Host, params: URLSearchParams) =>
+      host.fetch(new Request(`${host.baseUrl}${url.pathname}?${params}`, { signal: abort.signal }));
+
+    // The first answers come before ours: when every engine refuses the query (a bad `since`, a
+    // malformed filter), that refusal is the answer, as from one engine, not an empty stream.
+    const firsts = new Map<Host, Response>();
+    const healthy = cluster.hosts.filter((h) => h.status.state === "healthy");
+    const tried = await Promise.allSettled(healthy.map((h) => request(h, new URLSearchParams(url.searchParams))));
+    tried.forEach((t, i) => t.status === "fulfilled" && firsts.set(healthy[i], t.value));
+    const answers = [...firsts.values()];
+    if (answers.length && answers.every((r) => r.status !== 200)) {
+      for (const r of answers.slice(1)) await r.body?.cancel();
+      return new Response(answers[0].body, { status: answers[0].status, headers: answers[0].headers });
+    }
 
     const stream = new ReadableStream<Uint8Array>({
       start(controller) {
@@ -65,7 +79,9 @@ export function eventRoutes(ctx: FlockerContext) {
             if (from) params.set("since", from);
             let ended = false;
             try {
-              const res = await host.fetch(new Request(`${host.baseUrl}${url.pathname}?${params}`, { signal: abort.signal }));
+              const first = firsts.get(host);
+              firsts.delete(host);
+              const res = first ?? await request(host, params);
               if (res.status !== 200 || !res.body) {
                 await res.body?.cancel();
                 throw new Error(`status ${res.status}`);
@@ -110,6 +126,9 @@ export function eventRoutes(ctx: FlockerContext) {
           }
         };
         attachAll();
+        // A first answer whose host was not attached after all (its state changed meanwhile).
+        for (const r of firsts.values()) void r.body?.cancel().catch(() => {});
+        firsts.clear();
         if (attached.size === 0 && until !== undefined) finish();
         // Hosts that join or recover later are picked up while the stream lasts.
         if (until === undefined || until * 1000 > Date.now()) {

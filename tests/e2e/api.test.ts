@@ -71,6 +71,10 @@ for (const runtime of RUNTIMES) {
       ]);
       expect(direct.stdout).toMatch(/^\d{19} create$/m);
       expect(viaFlocker.stdout).toBe(direct.stdout);
+      // A query every engine refuses is refused, as by one engine (not answered with an empty stream).
+      const [badThrough, badDirect] = await Promise.all([f.url, `http://${host}`].map((base) => fetch(`${base}/v1.41/events?since=bad&until=1`)));
+      expect(badThrough.status).toBe(badDirect.status);
+      expect(await badThrough.json()).toEqual(await badDirect.json());
     });
 
     test("logs -f shows a line printed after it attached", async () => {
