@@ -179,6 +179,13 @@ export function imageRoutes(ctx: FlockerContext) {
     const { answers } = await fanoutJson(cluster.healthy(), `/images/${encodeURIComponent(ref)}/json`);
     return answers.filter((a) => a.status === 200).map((a) => a.host);
   }
+  /** Holders with a container made from the image (or from an image built on it). */
+  async function hostsUsing(ref: string, holders: Host[]): Promise<Host[]> {
+    const filters = encodeURIComponent(JSON.stringify({ ancestor: [ref] }));
+    const { answers } = await fanoutJson<unknown[]>(holders, `/containers/json?all=1&limit=1&filters=${filters}`);
+    return answers.filter((a) => a.status === 200 && Array.isArray(a.body) && a.body.length).map((a) => a.host);
+  }
+
   /** No host holds it: one engine answers, in its own words for this call (as against one engine). */
   const noHolder = (c: Context) => {
     const host = cluster.healthy()[0];
@@ -216,8 +223,22 @@ export function imageRoutes(ctx: FlockerContext) {
     if (!hosts.length) return noHolder(c);
     switch (`${c.req.method} ${action ?? ""}`) {
       case "DELETE ": {
-        // rmi: from every host that holds it; the deleted lists merged.
-        const results = await Promise.all(hosts.map((h) => forward(h, c.req.raw)));
+        // rmi: from every host that holds it; the deleted lists merged. Where a container may use it
+        // (the engine then refuses without force), that host goes first, alone: its refusal leaves
+        // every copy in place, as one engine would.
+        const force = c.req.query("force")?.toLowerCase();
+        const forced = !!force && force !== "0" && force !== "false"; // docker's boolean query values
+        const users = forced ? [] : await hostsUsing(ref, hosts);
+        const results: Response[] = [];
+        for (const h of users) {
+          const res = await forward(h, c.req.raw);
+          if (res.status !== 200) {
+            for (const r of results) await r.body?.cancel();
+            return res;
+          }
+          results.push(res);
+        }
+        results.push(...await Promise.all(hosts.filter((h) => !users.includes(h)).map((h) => forward(h, c.req.raw))));
         const failed = results.find((r) => r.status !== 200);
         if (failed) return failed;
         const lists = await Promise.all(results.map((r) => r.json() as Promise<unknown[]>));

@@ -266,6 +266,31 @@ for (const runtime of RUNTIMES) {
       expect(self.stderr).toContain("Renaming a container with the same name as its current name");
     });
 
+    test("rmi of an image a container uses on one host is refused and leaves every copy, as one engine does", async () => {
+      const image = `${prefix}-inuse:t`;
+      const viaEngine = (h: string, args: string[]) => docker(cli, `tcp://${h}`, args);
+      try {
+        for (const [i, h] of testEnv.hosts.entries()) {
+          expect((await viaEngine(h, ["run", "--name", `${prefix}-src${i}`, testEnv.image, "true"])).code).toBe(0);
+          expect((await viaEngine(h, ["commit", `${prefix}-src${i}`, image])).code).toBe(0);
+          await viaEngine(h, ["rm", `${prefix}-src${i}`]);
+        }
+        const user = testEnv.hosts[1];
+        expect((await viaEngine(user, ["create", "--name", `${prefix}-user`, image, "true"])).code).toBe(0);
+        const refused = await run(["rmi", image]);
+        expect(refused.code).toBe(1);
+        expect(refused.stderr).toContain("must force");
+        const left = await Promise.all(testEnv.hosts.map(async (h) => (await viaEngine(h, ["images", "-q", image])).stdout.trim() !== ""));
+        expect(left).toEqual(testEnv.hosts.map(() => true));
+        await viaEngine(user, ["rm", `${prefix}-user`]);
+        expect((await run(["rmi", image])).code).toBe(0);
+        const gone = await Promise.all(testEnv.hosts.map(async (h) => (await viaEngine(h, ["images", "-q", image])).stdout.trim()));
+        expect(gone).toEqual(testEnv.hosts.map(() => ""));
+      } finally {
+        await Promise.all(testEnv.hosts.map((h) => viaEngine(h, ["rmi", "-f", image])));
+      }
+    });
+
     test("ps shows each container's host as a label, and names still address containers", async () => {
       const name = `${prefix}-ps`;
       expect((await run(["run", "-d", "--name", name, testEnv.image, "sleep", "30"])).code).toBe(0);
