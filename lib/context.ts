@@ -4,6 +4,7 @@ import type { HostAddress } from "./cluster/host.ts";
 import type { Locator } from "./cluster/locator.ts";
 import type { Strategy } from "./cluster/scheduler.ts";
 import type { Store } from "./store/types.ts";
+import type { OpenWaits } from "./upstream/waits.ts";
 import type { Policy } from "./api/policy.ts";
 
 /** Credentials for a registry, as docker's X-Registry-Auth carries them. */
@@ -43,4 +44,6 @@ export interface FlockerContext {
   pull: PullMode;
   /** Parses an address the user's hooks return. */
   parseAddress: (spec: string) => HostAddress;
+  /** Waits the fast path is answering, so that a failed start is answered after them. */
+  waits: OpenWaits;
 }

@@ -9,6 +9,7 @@ import type { Strategy } from "./cluster/scheduler.ts";
 import type { FlockerContext, Hooks, PullMode } from "./context.ts";
 import { DockerError, errorResponse } from "./errors.ts";
 import { hostDown } from "./upstream/forward.ts";
+import { OpenWaits } from "./upstream/waits.ts";
 import { MemoryStore } from "./store/memory.ts";
 import { StoreUnavailableError, type Store } from "./store/types.ts";
 import { pingResponse, systemRoutes } from "./api/system.ts";
@@ -106,6 +107,7 @@ export function buildFlocker(options: CoreOptions): Flocker {
     strategy: options.strategy ?? "spread",
     pull: options.pull ?? "client",
     parseAddress: parseHostAddress,
+    waits: new OpenWaits(),
   };
 
   const refreshInventory = async () => {
@@ -201,6 +203,8 @@ export function buildFlocker(options: CoreOptions): Flocker {
     },
     isHijackPath,
     passThrough(method, pathname) {
+      const wait = waitedOn(method, pathname);
+      if (wait) ctx.waits.begin(wait); // ended by noteRequest, once answered
       const key = method + pathname;
       const known = routes.get(key);
       if (known && routesGeneration === cluster.generation) return known.status.state === "unhealthy" ? hostDown(known) : known;
@@ -210,6 +214,8 @@ export function buildFlocker(options: CoreOptions): Flocker {
       telemetry.hijackedStreams += delta;
     },
     noteRequest(method, pathname, status, host, startMs) {
+      const wait = waitedOn(method, pathname);
+      if (wait) ctx.waits.end(wait);
       telemetry.noteRequest(logger, method, pathname, status, host, startMs);
     },
     telemetry,
@@ -240,6 +246,13 @@ const ROUTE_CACHE_SIZE = 10_000;
 /** Routed reads that need nothing but a lookup: the same answer as the app's catch-all routes. */
 const PASS_CONTAINER = /^\/containers\/([^/]+)\/(json|top|changes|stats|logs|archive|export|wait)$/;
 const PASS_EXEC = /^\/exec\/([^/]+)\/json$/;
+
+/** The container a `POST .../wait` waits on, as named in its path. */
+function waitedOn(method: string, pathname: string): string | undefined {
+  if (method !== "POST" || !pathname.endsWith("/wait")) return undefined;
+  const target = passThroughTarget(stripApiVersion(pathname));
+  return target?.action === "wait" ? target.ref : undefined;
+}
 
 function passThroughTarget(path: string): { kind: "container" | "exec"; ref: string; action: string } | undefined {
   let m = PASS_CONTAINER.exec(path);

@@ -28,6 +28,8 @@ const NAME = /^\/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
 const IMAGE_ID = /^(sha256:)?[0-9a-f]{12,64}$/;
 /** A name stays reserved this long at most if a create never finishes (crash, lost host). */
 const RESERVATION_TTL_SECONDS = 120;
+/** How long a failed start is held for the container's open waits to be answered. */
+const WAIT_ORDER_LIMIT_MS = 200;
 export const MAX_JSON_BODY = 4 * 1024 * 1024;
 
 export async function readJsonBody(c: Context, limit = MAX_JSON_BODY): Promise<unknown> {
@@ -273,7 +275,12 @@ export function containerRoutes(ctx: FlockerContext) {
 
   app.all("/containers/:ref/*", async (c) => {
     try {
-      return (await forwardToContainer(c)).res;
+      const { found, res } = await forwardToContainer(c);
+      // A failed start is answered after the container's open waits (see upstream/waits.ts).
+      if (res.status >= 400 && c.req.method === "POST" && c.req.path.endsWith("/start")) {
+        await Promise.all([ctx.waits.answered(found.id, WAIT_ORDER_LIMIT_MS), ctx.waits.answered(c.req.param("ref"), WAIT_ORDER_LIMIT_MS)]);
+      }
+      return res;
     } catch (err) {
       // In no host: one engine answers, in its own words for this call (`docker kill` says "Cannot
       // kill container: x: No such container: x").
