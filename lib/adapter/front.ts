@@ -3,9 +3,11 @@
  *  - passes plain routed reads (`GET /containers/ID/json`...) byte for byte to the engine over a
  *    pooled keep-alive connection, reading only the response framing to know where it ends;
  *  - pipes hijacks sent without `Upgrade` (the legacy attach form) raw to their engine;
+ *  - asks the app itself for other body-less GET/HEAD requests (ps, images, info, events...) and
+ *    writes its Response out, streamed;
  *  - hands everything else (and the rest of that connection) to the node:http server behind it.
- * The fast path never parses JSON nor builds Request/Response objects; node:http + Hono stay the
- * one place where the Docker API is implemented.
+ * The fast path never parses JSON nor builds Request/Response objects; the Hono app stays the one
+ * place where the Docker API is implemented.
  */
 import type { Flocker, PassRoute } from "../flocker.ts";
 import type { Host } from "../cluster/host.ts";
@@ -69,8 +71,33 @@ interface Head {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** `docker save`: GET /images/get, /images/NAME/get. */
+const IMAGE_TARBALL = /^(\/v[0-9.]+)?\/images\/(.+\/)?get$/;
+/** Pieces of an answer up to this size go out in one write with their framing (copied). */
+const COPY_LIMIT = 16 * 1024;
+const CRLF = Buffer.from("\r\n");
 // Heads are ASCII; windows-1252 (what "latin1" decodes as) keeps every byte one character.
 const latin1 = new TextDecoder("latin1");
+
+/** Response headers that describe one connection, not the message: never passed on. */
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te", "trailer"]);
+
+/** A web Request for a body-less request head, or undefined when it cannot be one (node:http answers it). */
+function requestOf(buf: Buffer, head: Head, signal: AbortSignal): Request | undefined {
+  if (!head.target.startsWith("/")) return undefined;
+  try {
+    const lines = latin1.decode(buf.subarray(0, head.length - 4)).split("\r\n");
+    const headers = new Headers();
+    for (let i = 1; i < lines.length; i++) {
+      const colon = lines[i].indexOf(":");
+      if (colon <= 0) return undefined;
+      headers.append(lines[i].slice(0, colon), lines[i].slice(colon + 1).trim());
+    }
+    return new Request(`http://${headers.get("host") || "localhost"}${head.target}`, { method: head.method, headers, signal });
+  } catch {
+    return undefined; // a header or target the Fetch API refuses
+  }
+}
 
 /** The status line of an answer flocker writes itself. */
 export function statusLine(res: Response): string {
@@ -351,6 +378,8 @@ class ClientConnection {
   #sink?: (chunk: Buffer) => void;
   /** Stops the request in flight when the client goes away. */
   #abort?: () => void;
+  /** Resumes a response waiting for the socket to drain (or to close). */
+  #wake?: () => void;
   /** The engine connection this client used last: the next request to that host reuses it directly. */
   #engine?: EngineConnection;
 
@@ -361,6 +390,7 @@ class ClientConnection {
     this.socket.on("error", () => this.#close());
     this.socket.on("close", () => {
       this.#gone = true;
+      this.#wakeUp();
       this.#abort?.();
       this.#release();
     });
@@ -432,6 +462,7 @@ class ClientConnection {
   }
 
   #leave(handler: (socket: StreamSocket, buffered: Buffer) => void) {
+    this.#release(); // its kept engine connection too: the close that would release it is not heard here any more
     this.socket.off("data", this.#onData);
     this.socket.removeAllListeners("end");
     this.socket.removeAllListeners("close");
@@ -476,8 +507,14 @@ class ClientConnection {
     this.#buffer = this.#buffer.subarray(head.length);
     const isHead = head.method === "HEAD";
     if (route === undefined) {
-      // Everything else: the full app, one request at a time over a kept-alive connection to it,
-      // so the next request on this connection can take the fast path again. It logs and counts.
+      // A body-less read: the app answers here, and the connection goes on. Image tarballs (docker
+      // save) stay on node:http: under Deno its writer holds less memory per byte than ours.
+      const controller = new AbortController();
+      const read = (head.method === "GET" || head.method === "HEAD") && body.done && !IMAGE_TARBALL.test(pathname);
+      const asked = read ? requestOf(request, head, controller.signal) : undefined;
+      if (asked) return void this.#serve(asked, controller, isHead);
+      // Everything else: the full app behind node:http, one request at a time over a kept-alive
+      // connection to it, so the next request on this connection can take the fast path again.
       this.#pass(this.front.api, request, isHead, body, this.#done);
     } else if (route instanceof Response) {
       this.front.flocker.noteRequest(head.method, pathname, route.status, undefined, start);
@@ -499,9 +536,95 @@ class ClientConnection {
     if (this.#ended) this.socket.end();
   };
 
+  /**
+   * Ask the app, and write its Response: with its length, or chunked as it streams (each piece
+   * goes out as it comes: events, progress). The client going away cancels the app's work.
+   */
+  async #serve(request: Request, controller: AbortController, isHead: boolean) {
+    this.#abort = () => controller.abort();
+    let res: Response;
+    try {
+      res = await this.front.flocker.fetch(request);
+    } catch (err) {
+      res = Response.json({ message: `flocker: internal error: ${err instanceof Error ? err.message : String(err)}` }, { status: 500 });
+    }
+    if (this.#gone) return void res.body?.cancel().catch(() => {});
+    const lines = [statusLine(res)];
+    res.headers.forEach((v, k) => !HOP_BY_HOP.has(k) && lines.push(`${k}: ${v}`));
+    const hasBody = !isHead && res.status !== 204 && res.status !== 304 && res.body !== null;
+    const chunked = hasBody && !res.headers.has("content-length");
+    if (chunked) lines.push("Transfer-Encoding: chunked");
+    else if (!isHead && !res.headers.has("content-length")) lines.push("Content-Length: 0");
+    // The head goes out with the first piece of the body (one write, one packet for small answers).
+    let framing = lines.join("\r\n") + "\r\n\r\n";
+    if (!hasBody) {
+      this.socket.write(Buffer.from(framing, "latin1"));
+      void res.body?.cancel().catch(() => {});
+      this.#abort = undefined;
+      return this.#done();
+    }
+    const reader = res.body!.getReader();
+    this.#abort = () => void reader.cancel().catch(() => {});
+    // A body that is not there at once (events, progress) must not hold its head back: the client
+    // waits for the head before it goes on (and may send what makes the first event happen).
+    let next: Promise<ReadableStreamReadResult<Uint8Array>> | undefined = reader.read();
+    const soon = await Promise.race([next.then(() => true, () => true), new Promise<false>((r) => setTimeout(() => r(false), 0))]);
+    if (!soon && !this.#gone) {
+      this.socket.write(Buffer.from(framing, "latin1"));
+      framing = "";
+    }
+    try {
+      for (;;) {
+        const { done, value } = await (next ?? reader.read());
+        next = undefined;
+        if (this.#gone) return void reader.cancel().catch(() => {});
+        if (done) break;
+        if (!value.length) continue;
+        if (chunked) framing += `${value.length.toString(16)}\r\n`;
+        const more = this.#send(framing, value, chunked ? CRLF : undefined);
+        framing = "";
+        if (!more) await this.#drained();
+      }
+    } catch {
+      return this.#close(); // the app's stream failed midway: as node:http does, the connection ends
+    }
+    if (this.#gone) return;
+    if (chunked) this.socket.write(Buffer.from(framing + "0\r\n\r\n", "latin1"));
+    else if (framing) this.socket.write(Buffer.from(framing, "latin1"));
+    this.#abort = undefined;
+    this.#done();
+  }
+
+  /**
+   * A piece of body with what goes before and after it: one write when the piece is small, else
+   * one each (the piece itself is not copied).
+   */
+  #send(before: string, piece: Uint8Array, after?: Uint8Array): boolean {
+    if (!before && !after) return this.socket.write(piece);
+    const frame = Buffer.from(before, "latin1");
+    if (piece.length <= COPY_LIMIT) return this.socket.write(Buffer.concat(after ? [frame, piece, after] : [frame, piece]));
+    let more = frame.length ? this.socket.write(frame) : true;
+    more = this.socket.write(piece) && more;
+    return (after ? this.socket.write(after) : true) && more;
+  }
+
+  /** Resolves when the socket drains, or closes. */
+  #drained(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#wake = resolve;
+      this.socket.once("drain", () => this.#wakeUp());
+    });
+  }
+
+  #wakeUp() {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
   async #refuse(socket: StreamSocket, res: Response) {
     await this.#answer(res, true);
-    socket.end();
+    endAndClose(socket);
   }
 
   async #answer(res: Response, close = false) {
@@ -547,7 +670,12 @@ class ClientConnection {
           // Answered before the whole body came (an error): the engine connection is done with.
           engine.close();
           this.#discardBody(body);
-        } else if (ok && framing.keepAlive && !this.#gone) this.#engine = engine;
+        } else if (ok && framing.keepAlive && !this.#gone) {
+          // Kept for this client's next request; the one kept before (a request with a body dials
+          // afresh) goes back to the pool, not lost with its socket.
+          if (this.#engine && this.#engine !== engine) this.front.give(this.#engine);
+          this.#engine = engine;
+        }
         else if (ok && framing.keepAlive) this.front.give(engine);
         else engine.close();
         settle();
@@ -607,6 +735,17 @@ class ClientConnection {
 }
 
 /**
+ * Our last word on a connection taken off the front (paused): FIN, then read on, so that the
+ * client's FIN is seen and the socket closes (half-open sockets are ours to close; left paused,
+ * each one kept its file descriptor for good). What the client still sends is dropped.
+ */
+function endAndClose(socket: Spliceable) {
+  socket.on("data", () => {});
+  socket.end();
+  socket.resume();
+}
+
+/**
  * On Deno, a socket whose reads only pass on to another Deno socket reads into reused buffers
  * (DenoStream.lend); `to` undefined ends that.
  */
@@ -623,8 +762,8 @@ async function hijack(front: Front, socket: StreamSocket, buffered: Buffer, path
   const target = await front.flocker.hijack(pathname);
   if (target instanceof Response) {
     const body = await target.text();
-    socket.end(`${statusLine(target)}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-    return;
+    socket.write(`${statusLine(target)}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    return endAndClose(socket);
   }
   const upstream = front.dialFresh(target);
   upstream.write(buffered);

@@ -55,6 +55,13 @@ for (const runtime of RUNTIMES) {
       expect(tagged.size).toBe(testEnv.hosts.length);
     });
 
+    test("events: the answer's head comes at once, before any event (clients wait for it)", async () => {
+      const res = await fetch(`${f.url}/v1.41/events?filters=${encodeURIComponent(JSON.stringify({ container: [`${prefix}-never`] }))}`, { signal: AbortSignal.timeout(5000) });
+      expect(res.status).toBe(200);
+      expect(res.headers.get("content-type")).toBe("application/json");
+      await res.body?.cancel();
+    });
+
     test("events: since/until bound the stream and it ends by itself", async () => {
       const since = Math.floor(Date.now() / 1000) - 600;
       const until = Math.floor(Date.now() / 1000);

@@ -278,13 +278,18 @@ for (const runtime of RUNTIMES) {
           const args = ["run", "--rm", "--network", nameFor("nonet"), IMAGE(), "true"];
           const direct = await docker(cli, `tcp://${testEnv.hosts[0]}`, args);
           expect(direct.code).toBe(125);
-          // The CLI reports its wait as cancelled when the start error overtakes the wait's answer:
-          // a race, so a few tries.
+          const firstLine = (text: string) => text.split("\n")[0];
+          // CLI 20.10 reports its wait as cancelled when the start error overtakes the wait's answer.
+          // The engine answers the wait first, and flocker keeps that order; the CLI itself still
+          // loses the race now and then (against one engine too), so a few tries, counted.
+          let cancelled = 0;
           for (let i = 0; i < 6; i++) {
             const run = await docker(cli, h(), args);
             expect(run.code).toBe(125);
-            expect(run.stderr).toBe(direct.stderr);
+            expect(firstLine(run.stderr)).toBe(firstLine(direct.stderr));
+            if (run.stderr.includes("error waiting for container")) cancelled++;
           }
+          expect(cancelled).toBeLessThanOrEqual(2);
         });
 
         test("unknown container, name conflict, concurrent creates of one name", async () => {

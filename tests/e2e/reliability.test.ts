@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   CLIS, docker, freePort, hostOf, removeContainers, removeDir, ROOT, RUNTIMES, type RunningFlocker, startFlocker, tempDir,
@@ -288,6 +288,39 @@ describe("bad input", () => {
     expect(served).toBe(2000);
     const run = await docker(cli, f.dockerHost, ["run", "--rm", testEnv.image, "echo", "still-fine"]);
     expect(run.stdout.trim()).toBe("still-fine");
+    // Nothing kept open: 2000 requests, many with bodies on kept-alive connections, many refused
+    // outright, once left ~1000 sockets open for good (and a long-lived flocker hit EMFILE).
+    await Bun.sleep(500);
+    expect(readdirSync(`/proc/${f.pid}/fd`).length).toBeLessThan(300);
+  });
+
+  test("requests with bodies on one kept-alive connection, and refused hijacks, leave no socket open (both runtimes)", async () => {
+    for (const runtime of RUNTIMES) {
+      const g = await startFlocker(runtime);
+      try {
+        const fds = () => readdirSync(`/proc/${g.pid}/fd`).length;
+        let before = 0;
+        for (let i = 0; i < 200; i++) {
+          // After a warm-up that fills the idle pools (to the app behind the front, to engines).
+          if (i === 50) {
+            await Bun.sleep(300);
+            before = fds();
+          }
+          const res = await fetch(`${g.url}/v1.41/nonsense`, { method: "POST", body: "{}", headers: { "content-type": "application/json" } });
+          expect(res.status).toBe(404);
+          await res.text();
+          const hijack = await fetch(`${g.url}/v1.41/containers/${uniq("none")}/attach?stream=1`, { method: "POST" });
+          expect(hijack.status).toBe(404);
+          await hijack.text();
+        }
+        await Bun.sleep(500);
+        // 150 more of each: a leak would be 150 to 300 descriptors.
+        const growth = fds() - before;
+        expect({ runtime, growth, bounded: growth < 30 }).toEqual({ runtime, growth, bounded: true });
+      } finally {
+        await g.stop();
+      }
+    }
   });
 });
 

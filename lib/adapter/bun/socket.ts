@@ -20,6 +20,8 @@ export class BunStream extends EventEmitter implements StreamSocket {
   #paused = false;
   #ending = false;
   #readEnded = false;
+  /** Our FIN is out (shutdown): with the peer's FIN in too, the socket is done with. */
+  #writeDone = false;
   #closed = false;
   writableEnded = false;
 
@@ -93,7 +95,10 @@ export class BunStream extends EventEmitter implements StreamSocket {
     }
     if (this.#ending) {
       this.#ending = false;
+      this.#writeDone = true;
       socket.shutdown();
+      // Half-open sockets are ours to close (allowHalfOpen): both ways ended, the fd goes.
+      if (this.#readEnded) socket.terminate();
     } else this.emit("drain");
   }
 
@@ -101,6 +106,7 @@ export class BunStream extends EventEmitter implements StreamSocket {
     if (this.#readEnded) return;
     this.#readEnded = true;
     this.emit("end");
+    if (this.#writeDone && !this.#closed) this.#socket?.terminate();
   }
 
   #onClose(err?: Error) {
