@@ -11,7 +11,7 @@ import { checkContainer } from "./policy.ts";
 import { DockerError, NoSuchContainer } from "../errors.ts";
 import { fanoutJson } from "../upstream/fanout.ts";
 import { listContainers } from "./container-list.ts";
-import { forward, hasBody } from "../upstream/forward.ts";
+import { forward, forwardToAnyHealthy, hasBody } from "../upstream/forward.ts";
 import type { Located } from "../cluster/locator.ts";
 import { pullOnHost, WANT_PENDING, WANT_PULLED, WANT_TTL_SECONDS, wantKey } from "./images.ts";
 
@@ -284,9 +284,8 @@ export function containerRoutes(ctx: FlockerContext) {
     } catch (err) {
       // In no host: one engine answers, in its own words for this call (`docker kill` says "Cannot
       // kill container: x: No such container: x").
-      const host = err instanceof NoSuchContainer ? ctx.cluster.healthy()[0] : undefined;
-      if (!host) throw err;
-      return forward(host, c.req.raw);
+      if (!(err instanceof NoSuchContainer)) throw err;
+      return forwardToAnyHealthy(ctx.cluster.healthy(), c.req.raw);
     }
   });
 

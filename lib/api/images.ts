@@ -7,7 +7,7 @@ import { normalizeImageRef } from "../cluster/cluster.ts";
 import { DockerError } from "../errors.ts";
 import { fanoutJson, messageOf, refusalOf } from "../upstream/fanout.ts";
 import { apiPrefixOf } from "./version.ts";
-import { forward } from "../upstream/forward.ts";
+import { forward, forwardToAnyHealthy } from "../upstream/forward.ts";
 import { mergeProgress, type ProgressSource } from "../upstream/progress.ts";
 import { localImageKey } from "../cluster/placement.ts";
 import { mergePrune } from "./prune.ts";
@@ -187,11 +187,7 @@ export function imageRoutes(ctx: FlockerContext) {
   }
 
   /** No host holds it: one engine answers, in its own words for this call (as against one engine). */
-  const noHolder = (c: Context) => {
-    const host = cluster.healthy()[0];
-    if (!host) throw new DockerError(503, "flocker: no Docker host is reachable");
-    return forward(host, c.req.raw);
-  };
+  const noHolder = (c: Context) => forwardToAnyHealthy(cluster.healthy(), c.req.raw);
 
   app.get("/images/search", (c) => forwardToAny(ctx, c));
   app.post("/images/prune", async (c) => {

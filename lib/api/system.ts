@@ -4,7 +4,7 @@ import type { FlockerContext } from "../context.ts";
 import { DockerError } from "../errors.ts";
 import { fanoutJson, refusalOf } from "../upstream/fanout.ts";
 import { apiPrefixOf } from "./version.ts";
-import { forward } from "../upstream/forward.ts";
+import { forwardToAnyHealthy } from "../upstream/forward.ts";
 import { type Cluster, compareVersions } from "../cluster/cluster.ts";
 import { mergePrune } from "./prune.ts";
 
@@ -87,11 +87,7 @@ export function systemRoutes(ctx: FlockerContext) {
   });
 
   // `docker login`: any engine can check credentials against the registry.
-  app.post("/auth", (c) => {
-    const host = cluster.healthy()[0];
-    if (!host) throw new DockerError(503, "flocker: no Docker host is reachable");
-    return forward(host, c.req.raw);
-  });
+  app.post("/auth", (c) => forwardToAnyHealthy(cluster.healthy(), c.req.raw));
 
   // docker system df: every host's usage, summed (images deduplicated by id, volumes by name).
   app.get("/system/df", async (c) => {
@@ -127,11 +123,7 @@ export function systemRoutes(ctx: FlockerContext) {
   }
 
   // Registry metadata for an image: any engine can ask (the CLI's auth header passes through).
-  app.get("/distribution/*", (c) => {
-    const host = cluster.healthy()[0];
-    if (!host) throw new DockerError(503, "flocker: no Docker host is reachable");
-    return forward(host, c.req.raw);
-  });
+  app.get("/distribution/*", (c) => forwardToAnyHealthy(cluster.healthy(), c.req.raw));
 
   return app;
 }

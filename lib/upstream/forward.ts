@@ -50,6 +50,15 @@ export async function forward(host: Host, request: Request, options: ForwardOpti
   }
 }
 
+/**
+ * To whichever healthy engine comes first: calls any engine answers alike (/auth, registry
+ * metadata), and refusals of what no host has, in an engine's own words for that call.
+ */
+export function forwardToAnyHealthy(hosts: Host[], request: Request): Promise<Response> {
+  if (!hosts.length) return Promise.resolve(errorResponse(503, "flocker: no Docker host is reachable"));
+  return forward(hosts[0], request);
+}
+
 export function hasBody(request: Request): boolean {
   const length = request.headers.get("content-length");
   return length ? length !== "0" : request.headers.has("transfer-encoding");

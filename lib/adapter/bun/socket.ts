@@ -97,8 +97,9 @@ export class BunStream extends EventEmitter implements StreamSocket {
       this.#ending = false;
       this.#writeDone = true;
       socket.shutdown();
-      // Half-open sockets are ours to close (allowHalfOpen): both ways ended, the fd goes.
-      if (this.#readEnded) socket.terminate();
+      // Half-open sockets are ours to close (allowHalfOpen): both ways ended, the fd goes. Closed
+      // gracefully: terminate() resets, and what the peer had not read yet was lost (measured).
+      if (this.#readEnded) socket.end();
     } else this.emit("drain");
   }
 
@@ -106,7 +107,7 @@ export class BunStream extends EventEmitter implements StreamSocket {
     if (this.#readEnded) return;
     this.#readEnded = true;
     this.emit("end");
-    if (this.#writeDone && !this.#closed) this.#socket?.terminate();
+    if (this.#writeDone && !this.#closed) this.#socket?.end();
   }
 
   #onClose(err?: Error) {
