@@ -93,7 +93,9 @@ function requestOf(buf: Buffer, head: Head, signal: AbortSignal): Request | unde
       if (colon <= 0) return undefined;
       headers.append(lines[i].slice(0, colon), lines[i].slice(colon + 1).trim());
     }
-    return new Request(`http://${headers.get("host") || "localhost"}${head.target}`, { method: head.method, headers, signal });
+    // A fixed origin: the Host header is the client's to send, and must not reshape the path
+    // ("Host: x/containers/y" would) that the app routes and checks.
+    return new Request(`http://localhost${head.target}`, { method: head.method, headers, signal });
   } catch {
     return undefined; // a header or target the Fetch API refuses
   }

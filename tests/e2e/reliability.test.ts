@@ -213,6 +213,21 @@ describe("bad input", () => {
     await expectDockerError(await fetch(`${f.url}/v1.41/containers/json`, { method: "PATCH" }));
   });
 
+  test("a Host header cannot reshape the path that is routed and checked", async () => {
+    const answer = await new Promise<string>((resolve) => {
+      const s = connect(f.port, "127.0.0.1", () => s.write("GET /v1.41/_flocker/nothing HTTP/1.1\r\nHost: x/v1.41/version?\r\nConnection: keep-alive\r\n\r\n"));
+      let out = "";
+      s.on("data", (d) => {
+        out += d;
+        if (out.includes("\r\n\r\n")) setTimeout(() => (s.destroy(), resolve(out)), 100);
+      });
+      s.on("error", () => resolve(out));
+      setTimeout(() => (s.destroy(), resolve(out)), 3000);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 404/);
+    expect(answer).not.toContain("ApiVersion");
+  });
+
   test("request smuggling and garbage on the wire get a 400 and close", async () => {
     const raw = (payload: string) =>
       new Promise<string>((resolve) => {
