@@ -520,8 +520,8 @@ class ClientConnection {
       this.#pass(this.front.api, request, isHead, body, this.#done);
     } else if (route instanceof Response) {
       this.front.flocker.noteRequest(head.method, pathname, route.status, undefined, start);
-      if (!body.done) return this.#leave((s) => this.#refuse(s, route)); // its body is never read
-      this.#answer(route).then(this.#done);
+      if (!body.done) return this.#leave(() => void this.#write(route, isHead, true)); // its body is never read
+      void this.#write(route, isHead);
     } else {
       this.#pass(route, request, isHead, body, (status) => {
         this.front.flocker.noteRequest(head.method, pathname, status, route, start);
@@ -538,10 +538,7 @@ class ClientConnection {
     if (this.#ended) this.socket.end();
   };
 
-  /**
-   * Ask the app, and write its Response: with its length, or chunked as it streams (each piece
-   * goes out as it comes: events, progress). The client going away cancels the app's work.
-   */
+  /** Ask the app and write its Response out. The client going away cancels the app's work. */
   async #serve(request: Request, controller: AbortController, isHead: boolean) {
     this.#abort = () => controller.abort();
     let res: Response;
@@ -551,8 +548,23 @@ class ClientConnection {
       res = Response.json({ message: `flocker: internal error: ${err instanceof Error ? err.message : String(err)}` }, { status: 500 });
     }
     if (this.#gone) return void res.body?.cancel().catch(() => {});
+    return this.#write(res, isHead);
+  }
+
+  /**
+   * Write a Response: with its length, or chunked as it streams (each piece goes out as it comes:
+   * events, progress; HEAD gets the head only). `close`: the last answer on a connection taken off
+   * the front (`Connection: close`, then the socket is ended).
+   */
+  async #write(res: Response, isHead: boolean, close = false) {
+    const finish = () => {
+      this.#abort = undefined;
+      if (close) endAndClose(this.socket);
+      else this.#done();
+    };
     const lines = [statusLine(res)];
     res.headers.forEach((v, k) => !HOP_BY_HOP.has(k) && lines.push(`${k}: ${v}`));
+    if (close) lines.push("Connection: close");
     const hasBody = !isHead && res.status !== 204 && res.status !== 304 && res.body !== null;
     const chunked = hasBody && !res.headers.has("content-length");
     if (chunked) lines.push("Transfer-Encoding: chunked");
@@ -562,8 +574,7 @@ class ClientConnection {
     if (!hasBody) {
       this.socket.write(Buffer.from(framing, "latin1"));
       void res.body?.cancel().catch(() => {});
-      this.#abort = undefined;
-      return this.#done();
+      return finish();
     }
     const reader = res.body!.getReader();
     this.#abort = () => void reader.cancel().catch(() => {});
@@ -593,8 +604,7 @@ class ClientConnection {
     if (this.#gone) return;
     if (chunked) this.socket.write(Buffer.from(framing + "0\r\n\r\n", "latin1"));
     else if (framing) this.socket.write(Buffer.from(framing, "latin1"));
-    this.#abort = undefined;
-    this.#done();
+    finish();
   }
 
   /**
@@ -622,21 +632,6 @@ class ClientConnection {
     const wake = this.#wake;
     this.#wake = undefined;
     wake?.();
-  }
-
-  async #refuse(socket: StreamSocket, res: Response) {
-    await this.#answer(res, true);
-    endAndClose(socket);
-  }
-
-  async #answer(res: Response, close = false) {
-    const body = Buffer.from(await res.arrayBuffer());
-    const lines = [statusLine(res)];
-    res.headers.forEach((v, k) => k !== "content-length" && lines.push(`${k}: ${v}`));
-    lines.push(`Content-Length: ${body.length}`);
-    if (close) lines.push("Connection: close");
-    this.socket.write(lines.join("\r\n") + "\r\n\r\n");
-    this.socket.write(body);
   }
 
   #engineFor(host: Host, body: Framing): { engine: EngineConnection; reused: boolean } {
