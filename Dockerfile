@@ -1,4 +1,4 @@
-# flocker's container image: the Bun runtime and ONE bundled file (plus CA certificates), non-root.
+# flocker's container image: the Bun runtime and two bundled files (the server, and its front threads' module), non-root.
 #
 #   docker build -t flocker .                  # official images (oven/bun, distroless/cc)
 #   npm run image                              # the same Dockerfile, base images made from local files
@@ -14,9 +14,10 @@ LABEL flocker.stage=build
 WORKDIR /src
 COPY . .
 # The context's node_modules when `npm ci` already ran there (see .dockerignore), else the locked
-# runtime dependencies from the registry. Then one file: main.ts and everything it imports.
+# runtime dependencies from the registry. Then one file: main.ts and everything it imports (and,
+# beside it, the front threads' module: a Worker loads it by name).
 RUN if [ ! -d node_modules/hono ]; then bun install --production --frozen-lockfile; fi \
- && bun build main.ts --target=bun --minify-syntax --minify-whitespace --outfile=/out/flocker.js
+ && bun build main.ts lib/adapter/front-worker.ts --target=bun --minify-syntax --minify-whitespace --outdir=/out
 
 FROM ${BASE}
 # The port a container started with `--network host -e FLOCKER_LISTEN=...` or `-p` serves on
@@ -25,4 +26,5 @@ EXPOSE 2375
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/bun", "--smol", "/app/flocker.js"]
 COPY --from=build /usr/local/bin/bun /usr/local/bin/bun
-COPY --from=build /out/flocker.js /app/flocker.js
+COPY --from=build /out/main.js /app/flocker.js
+COPY --from=build /out/lib/adapter/front-worker.js /app/front-worker.js

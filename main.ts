@@ -44,7 +44,7 @@ const flocker = createFlocker({
   hooks: config.FLOCKER_REGISTRY_AUTH ? { registryAuth: registryAuthFromFile(config.FLOCKER_REGISTRY_AUTH) } : {},
 });
 await flocker.ready;
-const server = await serve(flocker, { listen: config.FLOCKER_LISTEN, tls, engineTls });
+const server = await serve(flocker, { listen: config.FLOCKER_LISTEN, tls, engineTls, threads: config.FLOCKER_THREADS });
 // Start-up: a readable block on a terminal, one JSON line (like every other log line) otherwise.
 if (config.FLOCKER_LOG !== "silent") {
   const listen = `${tls ? "https" : "tcp"}://${server.address}`;

@@ -65,6 +65,11 @@ export interface Flocker {
    * Answered synchronously when the route is already known (no promise on the hot path).
    */
   passThrough: (method: string, pathname: string) => PassRoute | Promise<PassRoute>;
+  /**
+   * Whether passThrough keeps this request's route (a full container id: it never moves) until
+   * `cluster.generation` changes: other threads' fronts may keep it as long.
+   */
+  routeKept: (method: string, pathname: string) => boolean;
   /** Open hijacked streams, kept by the server glue: +1 when one starts piping, -1 when it closes. */
   hijackStream: (delta: 1 | -1) => void;
   /** Count and log a request the server glue answered outside the app (its byte-level fast path). */
@@ -210,6 +215,7 @@ export function buildFlocker(options: CoreOptions): Flocker {
       if (known && routesGeneration === cluster.generation) return known.status.state === "unhealthy" ? hostDown(known) : known;
       return resolvePassThrough(method, pathname, key);
     },
+    routeKept: (method, pathname) => routesGeneration === cluster.generation && routes.has(method + pathname),
     hijackStream(delta) {
       telemetry.hijackedStreams += delta;
     },

@@ -11,30 +11,10 @@ import tls from "node:tls";
 import type { Duplex } from "node:stream";
 import { getRequestListener } from "@hono/node-server";
 import type { Flocker } from "../flocker.ts";
-import { type Host, newHostStatus, parseHostAddress } from "../cluster/host.ts";
 import type { EngineTls } from "./host-fetch.ts";
-import { Front, splice, statusLine, type StreamSocket } from "./front.ts";
-import { connectBun, listenBun } from "./bun/socket.ts";
-import { connectDeno, listenDeno } from "./deno/socket.ts";
-
-type Address = { host: string; port: number } | { path: string };
-
-/**
- * The runtime's own sockets, where it has them: the front runs on these (TLS listeners and TLS
- * engines stay on node:tls). Node keeps node:net.
- */
-const native: { listen: (a: Address, accept: (s: StreamSocket) => void) => { port?: number; stop: () => void }; connect: (a: Address) => StreamSocket } | undefined =
-  "Bun" in globalThis
-    ? {
-      listen: (a, accept) => listenBun("path" in a ? { unix: a.path } : { hostname: a.host, port: a.port }, accept),
-      connect: (a) => connectBun("path" in a ? { unix: a.path } : { hostname: a.host, port: a.port }),
-    }
-    : "Deno" in globalThis
-    ? {
-      listen: (a, accept) => listenDeno("path" in a ? a : { hostname: a.host, port: a.port }, accept),
-      connect: (a) => connectDeno("path" in a ? a : { hostname: a.host, port: a.port }),
-    }
-    : undefined;
+import { splice, statusLine, type StreamSocket } from "./front.ts";
+import { dial, frontOver, native } from "./native.ts";
+import { FrontThreads } from "./front-threads.ts";
 
 export type Listen = { host: string; port: number } | { path: string };
 
@@ -44,6 +24,11 @@ export interface ServeOptions {
   tls?: { cert: string; key: string; ca?: string };
   /** Client certificates for `https://` engines. */
   engineTls?: EngineTls;
+  /**
+   * Threads serving the front (plain TCP listeners). Default: one per CPU (at most 4) under Bun;
+   * 1 under Deno, whose Workers served fewer requests than one thread alone (measured).
+   */
+  threads?: number;
 }
 
 export interface RunningServer {
@@ -102,31 +87,19 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
   });
 
   const sockets = new Set<StreamSocket>();
-  const api: Host = {
-    ...parseHostAddress(`flocker-api=unix://${inner}`),
-    status: newHostStatus(),
-    fetch: () => Promise.reject(new Error("not fetched")),
-  };
-  const front = new Front({
-    flocker,
-    api,
-    dial: (host) => dial(host, options.engineTls),
-    handOff: (socket, buffered) => {
-      const upstream = native ? native.connect({ path: inner }) : net.connect({ path: inner, allowHalfOpen: true });
-      upstream.setNoDelay(true);
-      if (buffered.length) upstream.write(buffered);
-      splice(socket, upstream);
-    },
-  });
+  const front = frontOver(flocker, inner, options.engineTls);
   const accept = (socket: StreamSocket) => {
+    flocker.telemetry.noteConnections(0, 1);
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     front.accept(socket);
   };
+  let frontThreads: FrontThreads | undefined;
   const closeAll = (listenerClosed: () => void) =>
     new Promise<void>((r) => {
       // First, so that a process stopped while connections drain leaves nothing behind.
       rmSync(dir, { recursive: true, force: true });
+      frontThreads?.close();
       for (const s of sockets) s.destroy();
       front.close();
       listenerClosed();
@@ -134,12 +107,17 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
       server.closeAllConnections?.();
     });
   if (native && !options.tls) {
-    const listener = native.listen(options.listen, accept);
-    return {
-      server,
-      address: "path" in options.listen ? `unix://${options.listen.path}` : `${options.listen.host}:${listener.port}`,
-      close: () => closeAll(() => listener.stop()),
-    };
+    // More front threads: each listens on the same TCP port (SO_REUSEPORT) and asks this thread
+    // for routes; the kernel spreads the connections.
+    const threads = options.threads ?? ("Bun" in globalThis ? Math.min(4, navigator.hardwareConcurrency || 1) : 1);
+    const more = "path" in options.listen ? 0 : Math.max(0, threads - 1);
+    const listener = native.listen(options.listen, accept, more > 0);
+    const address = "path" in options.listen ? `unix://${options.listen.path}` : `${options.listen.host}:${listener.port}`;
+    if (more > 0 && !("path" in options.listen)) {
+      frontThreads = new FrontThreads(flocker, { listen: { host: options.listen.host, port: listener.port! }, apiPath: inner, engineTls: options.engineTls });
+      await frontThreads.start(more);
+    }
+    return { server, address, close: () => closeAll(() => listener.stop()) };
   }
   const listener: net.Server = options.tls
     ? tls.createServer({
@@ -167,23 +145,6 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
     if ("path" in options.listen) listener.listen(options.listen.path, done);
     else listener.listen(options.listen.port, options.listen.host, done);
   });
-}
-
-function dial(host: Host, engineTls?: EngineTls): StreamSocket {
-  if (native && !host.tls) return native.connect(host.dial);
-  if ("path" in host.dial) return net.connect({ path: host.dial.path, allowHalfOpen: true });
-  if (host.tls) {
-    return tls.connect({
-      host: host.dial.host,
-      port: host.dial.port,
-      ca: engineTls?.ca,
-      cert: engineTls?.cert,
-      key: engineTls?.key,
-      ALPNProtocols: ["http/1.1"],
-      allowHalfOpen: true,
-    } as tls.ConnectionOptions);
-  }
-  return net.connect({ host: host.dial.host, port: host.dial.port, allowHalfOpen: true });
 }
 
 async function writeResponse(socket: Duplex, res: Response) {

@@ -52,6 +52,8 @@ export class Telemetry {
   readonly startedAt = Date.now();
   /** Attach / exec streams being piped right now (the server glue counts them). */
   hijackedStreams = 0;
+  /** Client connections accepted, by front thread (0: the main thread). */
+  readonly frontConnections: number[] = [];
   /** method -> route pattern -> status -> count */
   readonly requests = new Map<string, Map<string, Map<number, number>>>();
   /** Engine call latency by host address. */
@@ -61,12 +63,12 @@ export class Telemetry {
   readonly #idPrefix = Math.random().toString(36).slice(2, 8);
   #seq = 0;
 
-  count(method: string, route: string, status: number) {
+  count(method: string, route: string, status: number, n = 1) {
     let byRoute = this.requests.get(method);
     if (!byRoute) this.requests.set(method, (byRoute = new Map()));
     let byStatus = byRoute.get(route);
     if (!byStatus) byRoute.set(route, (byStatus = new Map()));
-    byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
+    byStatus.set(status, (byStatus.get(status) ?? 0) + n);
   }
 
   histogram(address: string): Histogram {
@@ -80,6 +82,30 @@ export class Telemetry {
     if (this.recentErrors.length > RECENT_ERRORS) this.recentErrors.shift();
   }
 
+  readonly #routes = new Map<string, { path: string; route: string }>();
+
+  /** A path without its API version, and its route: the container or exec id as `:id`, as the app's patterns write it. */
+  #routeOf(pathname: string): { path: string; route: string } {
+    let known = this.#routes.get(pathname);
+    if (!known) {
+      const path = pathname.replace(VERSION_PREFIX, "");
+      known = { path, route: path.replace(ID_SEGMENT, "/$1/:id") };
+      if (this.#routes.size >= ROUTES_KEPT) this.#routes.clear();
+      this.#routes.set(pathname, known);
+    }
+    return known;
+  }
+
+  noteConnections(thread: number, n: number) {
+    for (let i = 0; i < thread; i++) this.frontConnections[i] ??= 0;
+    this.frontConnections[thread] = (this.frontConnections[thread] ?? 0) + n;
+  }
+
+  /** Count requests answered elsewhere (another front thread) that need no log line. */
+  countRequests(method: string, pathname: string, status: number, n: number) {
+    this.count(method, this.#routeOf(pathname).route, status, n);
+  }
+
   requestId(): string {
     return `${this.#idPrefix}-${(++this.#seq).toString(36)}`;
   }
@@ -89,8 +115,7 @@ export class Telemetry {
    * route is the path with the container or exec id as `:id`, as the app's patterns write it.
    */
   noteRequest(logger: Logger, method: string, pathname: string, status: number, host: Host | undefined, start: number) {
-    const path = pathname.replace(VERSION_PREFIX, "");
-    const route = path.replace(ID_SEGMENT, "/$1/:id");
+    const { path, route } = this.#routeOf(pathname);
     this.count(method, route, status);
     if (status >= 500) this.noteError(`${method} ${path}: ${status}`);
     if (status >= logger.minStatus) {
@@ -106,6 +131,9 @@ export class Telemetry {
     }
   }
 }
+
+/** Paths whose route is kept (the fast path sees the same few over and over). */
+const ROUTES_KEPT = 1024;
 
 const VERSION_PREFIX = /^\/v\d+\.\d+(?=\/)/;
 const ID_SEGMENT = /^\/(containers|exec)\/[^/]+/;
@@ -278,6 +306,8 @@ export function metricsText(ctx: FlockerContext, telemetry: Telemetry): string {
 
   family("flocker_hijacked_streams", "gauge", "Attach and exec streams open now.");
   out.push(`flocker_hijacked_streams ${telemetry.hijackedStreams}`);
+  family("flocker_front_connections_total", "counter", "Client connections accepted, by front thread (0: the main thread).");
+  telemetry.frontConnections.forEach((n, thread) => out.push(`flocker_front_connections_total{thread="${thread}"} ${n ?? 0}`));
 
   family("flocker_host_up", "gauge", "1 when the host answers its health probes, else 0.");
   for (const h of hosts) out.push(`flocker_host_up{host="${label(h.name)}"} ${h.status.state === "healthy" ? 1 : 0}`);

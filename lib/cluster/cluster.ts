@@ -27,8 +27,8 @@ interface ImageSummary {
 
 export class Cluster {
   hosts: Host[] = [];
-  /** Bumped when the inventory or an engine's API version changes: what was derived from them is stale. */
-  generation = 0;
+  #generation = 0;
+  readonly #onGeneration = new Set<(generation: number) => void>();
   /** Image references (tags and ids) each host holds, refreshed by probes and after pulls. */
   readonly images = new Map<string, Set<string>>();
   #timer?: ReturnType<typeof setInterval>;
@@ -41,9 +41,28 @@ export class Cluster {
     this.setAddresses(addresses);
   }
 
+  /**
+   * Bumped when the inventory, an engine's API version or whether it is down changes: what was
+   * derived from them (kept routes) is stale.
+   */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** Hear each new generation (other threads' route caches follow it). Returns the unsubscribe. */
+  onGeneration(listener: (generation: number) => void): () => void {
+    this.#onGeneration.add(listener);
+    return () => this.#onGeneration.delete(listener);
+  }
+
+  #bump() {
+    this.#generation++;
+    for (const listener of this.#onGeneration) listener(this.#generation);
+  }
+
   /** Replace the inventory; hosts already known keep their state. */
   setAddresses(addresses: HostAddress[]) {
-    this.generation++;
+    this.#bump();
     const known = new Map(this.hosts.map((h) => [h.address, h]));
     this.hosts = addresses.map((a) => {
       const old = known.get(a.address);
@@ -108,7 +127,7 @@ export class Cluster {
       ]);
       if (version.status !== 200 || info.status !== 200) throw new Error(`status ${version.status}/${info.status}`);
       const s = host.status;
-      if (s.apiVersion !== version.body.ApiVersion) this.generation++;
+      if (s.apiVersion !== version.body.ApiVersion || s.state === "unhealthy") this.#bump();
       s.apiVersion = version.body.ApiVersion;
       s.minApiVersion = version.body.MinAPIVersion;
       s.version = version.body.Version;
@@ -136,7 +155,10 @@ export class Cluster {
     const s = host.status;
     s.failures++;
     s.lastError = err instanceof Error ? err.message : String(err);
-    s.state = "unhealthy";
+    if (s.state !== "unhealthy") {
+      s.state = "unhealthy";
+      this.#bump();
+    }
     // Back off: a dead host is asked less and less often (at most 8 intervals apart, and 30 s).
     s.nextProbe = Date.now() + Math.min(30_000, this.probeIntervalMs * 2 ** Math.min(3, s.failures - 1));
   }

@@ -54,7 +54,7 @@ describe("container image", () => {
     expect(stdout.trim()).toBe(tag);
   }, 600_000);
 
-  test("holds only the runtime, one bundled file and CA certificates; runs as non-root", async () => {
+  test("holds only the runtime, the bundled server (two files) and CA certificates; runs as non-root", async () => {
     expect(built).toBe(true);
     const inspect = await engine1(["image", "inspect", "-f", "{{.Size}} {{.Config.User}} {{json .Config.Entrypoint}}", tag]);
     expect(inspect.code, inspect.stderr).toBe(0);
@@ -78,7 +78,7 @@ describe("container image", () => {
       const files = listing.split("\n").filter((l) => l.startsWith("-")).map((l) => l.split(/\s+/).pop()!);
       const allowed = [
         /^usr\/local\/bin\/bun$/,
-        /^app\/flocker\.js$/,
+        /^app\/(flocker|front-worker)\.js$/, // the server, and the module its front threads load
         /^etc\/ssl\/certs\/ca-certificates\.crt$/,
         /^(usr\/)?lib(64|\/x86_64-linux-gnu|\/aarch64-linux-gnu)?\/(ld-linux[^/]*|lib(c|m|dl|pthread|rt|gcc_s)\.so[.\d]*)$/,
         /^etc\/(passwd|group|hosts|hostname|resolv\.conf)$/,

@@ -149,10 +149,14 @@ export class BunStream extends EventEmitter implements StreamSocket {
 
 export type BunAddress = { hostname: string; port: number } | { unix: string };
 
-/** Accept connections with Bun.listen; `accept` gets each as a BunStream. */
-export function listenBun(address: BunAddress, accept: (socket: BunStream) => void): { port?: number; stop: () => void } {
+/**
+ * Accept connections with Bun.listen; `accept` gets each as a BunStream. `reusePort`: several
+ * threads listen on one port and the kernel spreads connections over them.
+ */
+export function listenBun(address: BunAddress, accept: (socket: BunStream) => void, reusePort = false): { port?: number; stop: () => void } {
   const listener = Bun.listen({
     ...address,
+    ...(reusePort && { reusePort: true }),
     allowHalfOpen: true,
     socket: {
       ...BunStream.handlers,

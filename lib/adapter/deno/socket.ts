@@ -217,8 +217,8 @@ function denoAddress(address: DenoAddress) {
 }
 
 /** Accept connections with Deno.listen; `accept` gets each as a DenoStream. */
-export function listenDeno(address: DenoAddress, accept: (socket: DenoStream) => void): { port?: number; stop: () => void } {
-  const listener = Deno.listen(denoAddress(address));
+export function listenDeno(address: DenoAddress, accept: (socket: DenoStream) => void, reusePort = false): { port?: number; stop: () => void } {
+  const listener = Deno.listen({ ...denoAddress(address), ...(reusePort && { reusePort: true }) });
   void (async () => {
     try {
       for await (const conn of listener) {
