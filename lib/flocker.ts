@@ -67,7 +67,7 @@ export interface Flocker {
   passThrough: (method: string, pathname: string) => PassRoute | Promise<PassRoute>;
   /**
    * Whether passThrough keeps this request's route (a full container id: it never moves) until
-   * `cluster.generation` changes: other threads' fronts may keep it as long.
+   * `cluster.generation` changes: other threads' fronts may keep it as long. Never for a wait.
    */
   routeKept: (method: string, pathname: string) => boolean;
   /** Open hijacked streams, kept by the server glue: +1 when one starts piping, -1 when it closes. */
@@ -215,7 +215,8 @@ export function buildFlocker(options: CoreOptions): Flocker {
       if (known && routesGeneration === cluster.generation) return known.status.state === "unhealthy" ? hostDown(known) : known;
       return resolvePassThrough(method, pathname, key);
     },
-    routeKept: (method, pathname) => routesGeneration === cluster.generation && routes.has(method + pathname),
+    // Not a wait: each one is counted here as it begins (see passThrough), so it is always asked.
+    routeKept: (method, pathname) => routesGeneration === cluster.generation && routes.has(method + pathname) && !waitedOn(method, pathname),
     hijackStream(delta) {
       telemetry.hijackedStreams += delta;
     },
