@@ -8,6 +8,7 @@
 import type { Flocker, PassRoute } from "../flocker.ts";
 import type { Host, HostAddress } from "../cluster/host.ts";
 import type { EngineTls } from "./host-fetch.ts";
+import { noteAppRequest } from "./memory.ts";
 
 export interface ThreadInit {
   listen: { host: string; port: number };
@@ -189,6 +190,7 @@ export class FrontThreads {
   /** An app answer for a worker's client, streamed piece by piece (events, progress). */
   async #fetch(state: WorkerState, message: Extract<ToMain, { t: "fetch" }>, post: (reply: ToWorker, transfer?: Transferable[]) => void) {
     const { id } = message;
+    noteAppRequest(); // the app's garbage is made on this thread
     const controller = new AbortController();
     state.fetches.set(id, controller);
     let res: Response;

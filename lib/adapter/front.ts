@@ -12,7 +12,7 @@
 import type { Flocker, PassRoute } from "../flocker.ts";
 import type { Host } from "../cluster/host.ts";
 import { STATUS_CODES } from "node:http";
-import { noteStreamed } from "./memory.ts";
+import { noteAppRequest, noteStreamed } from "./memory.ts";
 import { DenoStream } from "./deno/socket.ts";
 
 /** Largest request head accepted (docker's own limit is 1 MiB; a CLI head is < 1 KiB). */
@@ -574,7 +574,10 @@ class ClientConnection {
       const fetch = this.front.flocker.fetch;
       const read = fetch && (head.method === "GET" || head.method === "HEAD") && body.done && !IMAGE_TARBALL.test(pathname);
       const asked = read ? requestOf(request, head, controller.signal) : undefined;
-      if (fetch && asked) return void this.#serve(fetch, asked, controller, isHead);
+      if (fetch && asked) {
+        noteAppRequest();
+        return void this.#serve(fetch, asked, controller, isHead);
+      }
       // Everything else: the full app behind node:http, one request at a time over a kept-alive
       // connection to it, so the next request on this connection can take the fast path again.
       this.#pass(this.front.api, request, isHead, body, this.#done);

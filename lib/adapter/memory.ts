@@ -54,16 +54,29 @@ function collectNow() {
   threshold = Math.max(SOFT_LIMIT, process.memoryUsage.rss() + REGROW);
 }
 
-/** Note bytes that went through; past the soft limit, or once the streams go quiet, collect the garbage they left. */
-export function noteStreamed(bytes: number) {
-  streamed += bytes;
-  if (streamed < CHECK_EVERY) return;
-  streamed = 0;
+/** Collect once nothing has gone through for SETTLE_MS (each call starts the wait again). */
+function settleLater() {
   if (settle) clearTimeout(settle);
   settle = setTimeout(() => {
     settle = undefined;
     collectNow();
   }, SETTLE_MS);
   (settle as { unref?: () => void }).unref?.();
+}
+
+/** Note bytes that went through; past the soft limit, or once the streams go quiet, collect the garbage they left. */
+export function noteStreamed(bytes: number) {
+  streamed += bytes;
+  if (streamed < CHECK_EVERY) return;
+  streamed = 0;
+  settleLater();
   if (process.memoryUsage.rss() >= threshold) collectNow();
+}
+
+/**
+ * Note a request for the app (ps, create, inspect...): parsed and merged JSON is garbage too, and
+ * without a collection the process would start its next stream from that higher level.
+ */
+export function noteAppRequest() {
+  settleLater();
 }

@@ -15,6 +15,7 @@ import type { EngineTls } from "./host-fetch.ts";
 import { splice, statusLine, type StreamSocket } from "./front.ts";
 import { dial, frontOver, native } from "./native.ts";
 import { FrontThreads } from "./front-threads.ts";
+import { noteAppRequest } from "./memory.ts";
 
 export type Listen = { host: string; port: number } | { path: string };
 
@@ -67,7 +68,11 @@ async function removeStaleDirs() {
 export async function serve(flocker: Flocker, options: ServeOptions): Promise<RunningServer> {
   // The full Docker API: node:http + Hono, on a private unix socket (0700 directory) so nothing
   // reaches it except through the front, where TLS and client certificates are checked.
-  const server: Server = createHttpServer(getRequestListener(flocker.fetch));
+  const handle = getRequestListener(flocker.fetch);
+  const server: Server = createHttpServer((req, res) => {
+    noteAppRequest();
+    return handle(req, res);
+  });
   // Streams (logs -f, events, uploads) may be long and quiet: no request or idle timeouts.
   server.requestTimeout = 0;
   server.timeout = 0;
