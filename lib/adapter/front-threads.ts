@@ -75,7 +75,6 @@ interface WorkerState {
 
 export class FrontThreads {
   readonly #workers = new Set<WorkerState>();
-  #threads = 0;
   #unsubscribe?: () => void;
   #closed = false;
 
@@ -84,7 +83,7 @@ export class FrontThreads {
   /** Start `count` workers; resolves once each listens (or failed, logged: the server goes on without it). */
   async start(count: number): Promise<void> {
     this.#unsubscribe = this.flocker.cluster.onGeneration((generation) => this.#broadcast({ t: "generation", generation }));
-    await Promise.all(Array.from({ length: count }, () => this.#spawn()));
+    await Promise.all(Array.from({ length: count }, (_, i) => this.#spawn(i + 1)));
   }
 
   close() {
@@ -101,10 +100,11 @@ export class FrontThreads {
     for (const w of this.#workers) w.worker.postMessage(message);
   }
 
-  #spawn(): Promise<void> {
+  /** Start the worker numbered `thread` (its label in the metrics). */
+  #spawn(thread: number): Promise<void> {
     // The worker's module sits beside this one, as source (.ts) or bundled (.js: see the Dockerfile).
     const worker = new Worker(new URL(`./front-worker.${import.meta.url.endsWith(".js") ? "js" : "ts"}`, import.meta.url).href, { type: "module" });
-    const state: WorkerState = { worker, thread: ++this.#threads, fetches: new Map() };
+    const state: WorkerState = { worker, thread, fetches: new Map() };
     const log = this.flocker.logger;
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
@@ -130,13 +130,14 @@ export class FrontThreads {
       worker.onerror = (event: ErrorEvent) => {
         event.preventDefault?.();
         clearTimeout(timer);
-        log.log("error", "front thread failed", { error: event.message });
-        this.#workers.delete(state);
+        log.log("error", "front thread failed", { thread, error: event.message });
+        const wasServing = this.#workers.delete(state);
         for (const c of state.fetches.values()) c.abort();
         worker.terminate();
         resolve();
-        // Its listener is gone with it (the kernel sends new connections to the others): replace it.
-        if (!this.#closed) setTimeout(() => !this.#closed && void this.#spawn(), 1000);
+        // Its listener is gone with it (the kernel sends new connections to the others): one that
+        // served is replaced; one that never started (its module missing...) is not retried.
+        if (wasServing && !this.#closed) setTimeout(() => !this.#closed && void this.#spawn(thread), 1000);
       };
       const noteFrom = Math.min(this.flocker.logger.minStatus, 500); // 5xx are kept as recent errors
       worker.postMessage({ t: "init", init: this.init, generation: this.flocker.cluster.generation, noteFrom } satisfies ToWorker);
