@@ -72,8 +72,11 @@ interface Head {
   transferEncoding?: string;
   upgrade: boolean;
   connectionClose: boolean;
-  /** A watched header sent twice (smuggling territory): such a request never takes the fast path. */
-  duplicate: boolean;
+  /**
+   * A framing header sent twice, or a line break that is not CRLF: readers may disagree on where
+   * the message ends (smuggling territory), so such a request never takes the fast path.
+   */
+  ambiguous: boolean;
   /** Bytes of the head, blank line included. */
   length: number;
 }
@@ -142,8 +145,8 @@ interface FramingHeaders {
   "transfer-encoding"?: string;
   upgrade?: string;
   connection?: string;
-  /** One of them sent twice (smuggling territory). */
-  duplicate?: boolean;
+  /** One of them sent twice, or a bare CR or LF in the head (see Head.ambiguous). */
+  ambiguous?: boolean;
 }
 
 const FRAMING_NAMES = ["content-length", "transfer-encoding", "upgrade", "connection"] as const;
@@ -156,8 +159,11 @@ const FRAMING_BYTES = FRAMING_NAMES.map((name) => Buffer.from(name));
 function framingHeaders(buf: Buffer, from: number, end: number): FramingHeaders {
   const found: FramingHeaders = {};
   for (let line = from; line < end;) {
+    // To the line's CR (lines are short: a loop beats a native call each). A bare LF on the way,
+    // or a CR without its LF, is a line break another reader may see (Go's does) where we do not.
     let eol = line;
-    while (eol < end && buf[eol] !== 13) eol++; // lines are short: a loop beats a native call each
+    for (let byte; eol < end && (byte = buf[eol]) !== 13; eol++) if (byte === 10) found.ambiguous = true;
+    if (eol < end && buf[eol + 1] !== 10) found.ambiguous = true;
     const first = buf[line] | 32; // lower-cased (every name here is letters and '-')
     if (first === 99 || first === 116 || first === 117) { // c, t, u
       for (let k = 0; k < FRAMING_BYTES.length; k++) {
@@ -168,7 +174,7 @@ function framingHeaders(buf: Buffer, from: number, end: number): FramingHeaders 
         while (j < name.length && (buf[line + j] | 32) === name[j]) j++;
         if (j < name.length || (buf[line] | 32) !== name[0]) continue;
         const key = FRAMING_NAMES[k];
-        if (found[key] !== undefined) found.duplicate = true;
+        if (found[key] !== undefined) found.ambiguous = true;
         found[key] = textOf(buf, colon + 1, eol).trim().toLowerCase();
         break;
       }
@@ -197,7 +203,7 @@ function parseHead(buf: Buffer, end: number): Head | undefined {
     transferEncoding: headers["transfer-encoding"],
     upgrade: headers.upgrade !== undefined,
     connectionClose: headers.connection?.includes("close") ?? false,
-    duplicate: headers.duplicate ?? false,
+    ambiguous: headers.ambiguous ?? false,
     length: end + 4,
   };
 }
@@ -544,7 +550,7 @@ class ClientConnection {
     const pathname = head ? (query < 0 ? head.target : head.target.slice(0, query)) : "";
     const length = Number(head?.contentLength ?? 0);
     const chunked = head?.transferEncoding === "chunked";
-    const simple = head && !head.duplicate && !head.upgrade && Number.isSafeInteger(length) && length >= 0 &&
+    const simple = head && !head.ambiguous && !head.upgrade && Number.isSafeInteger(length) && length >= 0 &&
       !(chunked && head.contentLength !== undefined) && (head.transferEncoding === undefined || chunked) &&
       !head.connectionClose;
     // Attach and exec start, with Upgrade or in the legacy form: piped raw, straight to the engine.

@@ -244,6 +244,41 @@ describe("bad input", () => {
     expect(garbage).toMatch(/^HTTP\/1\.1 400/);
   });
 
+  test("a head with a bare LF or CR gets a 400 at once (an engine reads a Content-Length behind a bare LF and waits for a body)", async () => {
+    const name = uniq("barelf");
+    const run = await docker(cli, `tcp://${testEnv.hosts[0]}`, ["run", "-d", "--name", name, testEnv.image, "sleep", "300"]);
+    expect(run.code, run.stderr).toBe(0);
+    const id = run.stdout.trim();
+    try {
+      for (const runtime of RUNTIMES) {
+        const g = runtime === "bun" ? f : await startFlocker(runtime);
+        try {
+          const answer = (payload: string) =>
+            new Promise<string>((resolve) => {
+              const s = connect(g.port, "127.0.0.1", () => s.write(payload));
+              let out = "";
+              s.on("data", (d) => (out += d));
+              s.on("close", () => resolve(out));
+              s.on("error", () => resolve(out));
+              setTimeout(() => (s.destroy(), resolve(out)), 3000);
+            });
+          const path = `/v1.41/containers/${id}/json`;
+          for (const crlf of ["\n", "\r"]) {
+            const out = await answer(`GET ${path} HTTP/1.1\r\nHost: x${crlf}Content-Length: 3\r\n\r\nabc`);
+            expect(out, `${runtime} ${JSON.stringify(crlf)}`).toMatch(/^HTTP\/1\.1 400 /);
+          }
+          // The same request with proper line breaks is routed as usual.
+          const fine = await answer(`GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+          expect(fine, runtime).toMatch(/^HTTP\/1\.1 200 /);
+        } finally {
+          if (g !== f) await g.stop();
+        }
+      }
+    } finally {
+      await removeContainers(name);
+    }
+  });
+
   test("answered before its body came (refused): the body is read and dropped, the answer arrives, the connection goes on", async () => {
     for (const runtime of RUNTIMES) {
       const ro = await startFlocker(runtime, { FLOCKER_READ_ONLY: "1" });
