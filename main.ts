@@ -44,7 +44,15 @@ const flocker = createFlocker({
   hooks: config.FLOCKER_REGISTRY_AUTH ? { registryAuth: registryAuthFromFile(config.FLOCKER_REGISTRY_AUTH) } : {},
 });
 await flocker.ready;
-const server = await serve(flocker, { listen: config.FLOCKER_LISTEN, tls, engineTls, threads: config.FLOCKER_THREADS });
+const listenAt = "path" in config.FLOCKER_LISTEN ? `unix://${config.FLOCKER_LISTEN.path}` : `${config.FLOCKER_LISTEN.host}:${config.FLOCKER_LISTEN.port}`;
+let server;
+try {
+  server = await serve(flocker, { listen: config.FLOCKER_LISTEN, tls, engineTls, threads: config.FLOCKER_THREADS });
+} catch (err) {
+  console.error(`flocker: cannot listen on ${listenAt}: ${err instanceof Error ? err.message : err}`);
+  await flocker.close();
+  process.exit(1);
+}
 // Start-up: a readable block on a terminal, one JSON line (like every other log line) otherwise.
 if (config.FLOCKER_LOG !== "silent") {
   const listen = `${tls ? "https" : "tcp"}://${server.address}`;

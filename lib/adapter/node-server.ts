@@ -41,6 +41,18 @@ export interface RunningServer {
 const PRIVATE_DIR_PREFIX = "flocker-";
 
 /**
+ * Fails (EADDRINUSE) when something listens on the port already. Threads share the port with
+ * SO_REUSEPORT, which would otherwise share it just as quietly with a second flocker started there.
+ */
+function assertPortFree(listen: { host: string; port: number }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once("error", reject);
+    probe.listen({ host: listen.host, port: listen.port, exclusive: true }, () => probe.close(() => resolve()));
+  });
+}
+
+/**
  * A flocker killed outright (SIGKILL, a crash) leaves its private socket directory behind: remove
  * those whose socket no longer answers. Best effort, in the background; live ones are left alone.
  */
@@ -116,6 +128,7 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
     // for routes; the kernel spreads the connections.
     const threads = options.threads ?? ("Bun" in globalThis ? Math.min(4, navigator.hardwareConcurrency || 1) : 1);
     const more = "path" in options.listen ? 0 : Math.max(0, threads - 1);
+    if (more > 0 && !("path" in options.listen) && options.listen.port !== 0) await assertPortFree(options.listen);
     const listener = native.listen(options.listen, accept, more > 0);
     const address = "path" in options.listen ? `unix://${options.listen.path}` : `${options.listen.host}:${listener.port}`;
     if (more > 0 && !("path" in options.listen)) {

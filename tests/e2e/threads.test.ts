@@ -8,7 +8,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { CLIS, docker, freePort, removeContainers, RUNTIMES, type RunningFlocker, startFlocker, testEnv, uniq } from "./harness.ts";
+import { join } from "node:path";
+import { CLIS, docker, freePort, removeContainers, ROOT, RUNTIMES, type RunningFlocker, startFlocker, testEnv, uniq } from "./harness.ts";
 
 const cli = CLIS[CLIS.length - 1].path;
 
@@ -130,6 +131,21 @@ for (const runtime of RUNTIMES) {
       expect(sample(text, 'flocker_front_connections_total{thread="0"}')).toBeGreaterThan(0);
       expect(sample(text, 'flocker_front_connections_total{thread="1"}')).toBeGreaterThan(0);
       expect(sample(text, 'flocker_requests_total{method="GET",route="/containers/:id/json",status="200"}')).toBeGreaterThanOrEqual(32);
+    });
+
+    test("a second flocker on the same port fails with a clear message (SO_REUSEPORT would share it quietly)", async () => {
+      const cmd = runtime === "bun" ? [join(ROOT, "node_modules/.bin/bun"), "run", "main.ts"] : [join(ROOT, "node_modules/.bin/deno"), "run", "-A", "main.ts"];
+      const second = Bun.spawn(cmd, {
+        cwd: ROOT,
+        env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? "/root", FLOCKER_HOSTS: testEnv.hosts[0], FLOCKER_LISTEN: `127.0.0.1:${f.port}`, FLOCKER_THREADS: "2" },
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const timer = setTimeout(() => second.kill(), 15_000);
+      const code = await second.exited;
+      clearTimeout(timer);
+      expect(code).toBe(1);
+      expect(await new Response(second.stderr).text()).toContain(`flocker: cannot listen on 127.0.0.1:${f.port}: `);
     });
 
     test("a host cut off: the routes every thread kept answer 503 naming it; back, they route again", async () => {
