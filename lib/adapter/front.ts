@@ -548,7 +548,8 @@ class ClientConnection {
     const head = parseHead(this.#buffer, end);
     const query = head ? head.target.indexOf("?") : -1;
     const pathname = head ? (query < 0 ? head.target : head.target.slice(0, query)) : "";
-    const length = Number(head?.contentLength ?? 0);
+    // Digits only: Number() would also take "+3", "0x10" or "1e3", which an engine refuses.
+    const length = head?.contentLength === undefined ? 0 : /^\d{1,15}$/.test(head.contentLength) ? Number(head.contentLength) : NaN;
     const chunked = head?.transferEncoding === "chunked";
     const simple = head && !head.ambiguous && !head.upgrade && Number.isSafeInteger(length) && length >= 0 &&
       !(chunked && head.contentLength !== undefined) && (head.transferEncoding === undefined || chunked) &&
