@@ -123,46 +123,55 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
       server.close(() => r());
       server.closeAllConnections?.();
     });
-  if (native && !options.tls) {
-    // More front threads: each listens on the same TCP port (SO_REUSEPORT) and asks this thread
-    // for routes; the kernel spreads the connections.
-    const threads = options.threads ?? ("Bun" in globalThis ? Math.min(4, navigator.hardwareConcurrency || 1) : 1);
-    const more = "path" in options.listen ? 0 : Math.max(0, threads - 1);
-    if (more > 0 && !("path" in options.listen) && options.listen.port !== 0) await assertPortFree(options.listen);
-    const listener = native.listen(options.listen, accept, more > 0);
-    const address = "path" in options.listen ? `unix://${options.listen.path}` : `${options.listen.host}:${listener.port}`;
-    if (more > 0 && !("path" in options.listen)) {
-      frontThreads = new FrontThreads(flocker, { listen: { host: options.listen.host, port: listener.port! }, apiPath: inner, engineTls: options.engineTls });
-      await frontThreads.start(more);
+  // The public listener; when it cannot listen (the port is taken...), nothing is left behind.
+  const listen = async (): Promise<RunningServer> => {
+    if (native && !options.tls) {
+      // More front threads: each listens on the same TCP port (SO_REUSEPORT) and asks this thread
+      // for routes; the kernel spreads the connections.
+      const threads = options.threads ?? ("Bun" in globalThis ? Math.min(4, navigator.hardwareConcurrency || 1) : 1);
+      const more = "path" in options.listen ? 0 : Math.max(0, threads - 1);
+      if (more > 0 && !("path" in options.listen) && options.listen.port !== 0) await assertPortFree(options.listen);
+      const listener = native.listen(options.listen, accept, more > 0);
+      const address = "path" in options.listen ? `unix://${options.listen.path}` : `${options.listen.host}:${listener.port}`;
+      if (more > 0 && !("path" in options.listen)) {
+        frontThreads = new FrontThreads(flocker, { listen: { host: options.listen.host, port: listener.port! }, apiPath: inner, engineTls: options.engineTls });
+        await frontThreads.start(more);
+      }
+      return { server, address, close: () => closeAll(() => listener.stop()) };
     }
-    return { server, address, close: () => closeAll(() => listener.stop()) };
+    const listener: net.Server = options.tls
+      ? tls.createServer({
+        cert: options.tls.cert,
+        key: options.tls.key,
+        ca: options.tls.ca,
+        requestCert: !!options.tls.ca,
+        rejectUnauthorized: !!options.tls.ca,
+        ALPNProtocols: ["http/1.1"], // never h2: hijacking needs HTTP/1.1
+        allowHalfOpen: true,
+      } as tls.TlsOptions, accept)
+      : net.createServer({ allowHalfOpen: true }, accept);
+    return new Promise((resolve, reject) => {
+      listener.once("error", reject);
+      const done = () => {
+        listener.off("error", reject);
+        const a = listener.address();
+        const address = typeof a === "string" ? `unix://${a}` : a ? `${a.address}:${a.port}` : "";
+        resolve({
+          server,
+          address,
+          close: () => closeAll(() => listener.close()),
+        });
+      };
+      if ("path" in options.listen) listener.listen(options.listen.path, done);
+      else listener.listen(options.listen.port, options.listen.host, done);
+    });
+  };
+  try {
+    return await listen();
+  } catch (err) {
+    await closeAll(() => {});
+    throw err;
   }
-  const listener: net.Server = options.tls
-    ? tls.createServer({
-      cert: options.tls.cert,
-      key: options.tls.key,
-      ca: options.tls.ca,
-      requestCert: !!options.tls.ca,
-      rejectUnauthorized: !!options.tls.ca,
-      ALPNProtocols: ["http/1.1"], // never h2: hijacking needs HTTP/1.1
-      allowHalfOpen: true,
-    } as tls.TlsOptions, accept)
-    : net.createServer({ allowHalfOpen: true }, accept);
-  return new Promise((resolve, reject) => {
-    listener.once("error", reject);
-    const done = () => {
-      listener.off("error", reject);
-      const a = listener.address();
-      const address = typeof a === "string" ? `unix://${a}` : a ? `${a.address}:${a.port}` : "";
-      resolve({
-        server,
-        address,
-        close: () => closeAll(() => listener.close()),
-      });
-    };
-    if ("path" in options.listen) listener.listen(options.listen.path, done);
-    else listener.listen(options.listen.port, options.listen.host, done);
-  });
 }
 
 async function writeResponse(socket: Duplex, res: Response) {

@@ -8,6 +8,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { connect, createServer, type Server, type Socket } from "node:net";
+import { readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CLIS, docker, freePort, removeContainers, ROOT, RUNTIMES, type RunningFlocker, startFlocker, testEnv, uniq } from "./harness.ts";
 
@@ -133,7 +135,9 @@ for (const runtime of RUNTIMES) {
       expect(sample(text, 'flocker_requests_total{method="GET",route="/containers/:id/json",status="200"}')).toBeGreaterThanOrEqual(32);
     });
 
-    test("a second flocker on the same port fails with a clear message (SO_REUSEPORT would share it quietly)", async () => {
+    test("a second flocker on the same port fails with a clear message (SO_REUSEPORT would share it quietly) and leaves nothing behind", async () => {
+      const privateDirs = () => readdirSync(tmpdir()).filter((n) => n.startsWith("flocker-")).sort();
+      const before = privateDirs();
       const cmd = runtime === "bun" ? [join(ROOT, "node_modules/.bin/bun"), "run", "main.ts"] : [join(ROOT, "node_modules/.bin/deno"), "run", "-A", "main.ts"];
       const second = Bun.spawn(cmd, {
         cwd: ROOT,
@@ -146,6 +150,7 @@ for (const runtime of RUNTIMES) {
       clearTimeout(timer);
       expect(code).toBe(1);
       expect(await new Response(second.stderr).text()).toContain(`flocker: cannot listen on 127.0.0.1:${f.port}: `);
+      expect(privateDirs()).toEqual(before); // its private socket directory went with it
     });
 
     test("a host cut off: the routes every thread kept answer 503 naming it; back, they route again", async () => {
