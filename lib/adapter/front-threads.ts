@@ -152,14 +152,14 @@ export class FrontThreads {
         const generation = flocker.cluster.generation;
         void Promise.resolve(flocker.passThrough(message.method, message.pathname))
           .then((route) => this.#wireRoute(route, flocker.routeKept(message.method, message.pathname)))
-          .catch((err) => ({ kind: "answer", status: 500, statusText: "", headers: [["content-type", "application/json"]], body: internalError(err) }) as WireRoute)
+          .catch(internalAnswer)
           .then((route) => post({ t: "route", id: message.id, generation, route }, route.kind === "answer" ? [route.body] : []));
         return;
       }
       case "hijack":
         void flocker.hijack(message.pathname)
           .then((target) => this.#wireRoute(target, false))
-          .catch((err) => ({ kind: "answer", status: 500, statusText: "", headers: [["content-type", "application/json"]], body: internalError(err) }) as WireRoute)
+          .catch(internalAnswer)
           .then((route) => post({ t: "route", id: message.id, generation: 0, route }, route.kind === "answer" ? [route.body] : []));
         return;
       case "fetch":
@@ -225,6 +225,11 @@ export class FrontThreads {
     if (!controller.signal.aborted) post({ t: "end", id });
     state.fetches.delete(id);
   }
+}
+
+/** flocker's own failure, as an answer crossing threads. */
+function internalAnswer(err: unknown): WireRoute {
+  return { kind: "answer", status: 500, statusText: "", headers: [["content-type", "application/json"]], body: internalError(err) };
 }
 
 function internalError(err: unknown): ArrayBuffer {

@@ -15,6 +15,18 @@ import {
 const cli = CLIS[CLIS.length - 1].path;
 const testDir = () => process.env.FLOCKER_TEST_DIR!;
 
+/** Send raw bytes on a connection of their own; what comes back until it closes (or 3 s). */
+function rawExchange(port: number, payload: string): Promise<string> {
+  return new Promise((resolve) => {
+    const s = connect(port, "127.0.0.1", () => s.write(payload));
+    let out = "";
+    s.on("data", (d) => (out += d));
+    s.on("close", () => resolve(out));
+    s.on("error", () => resolve(out));
+    setTimeout(() => (s.destroy(), resolve(out)), 3000);
+  });
+}
+
 async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
   const t = performance.now();
   const value = await fn();
@@ -229,15 +241,7 @@ describe("bad input", () => {
   });
 
   test("request smuggling and garbage on the wire get a 400 and close", async () => {
-    const raw = (payload: string) =>
-      new Promise<string>((resolve) => {
-        const s = connect(f.port, "127.0.0.1", () => s.write(payload));
-        let out = "";
-        s.on("data", (d) => (out += d));
-        s.on("close", () => resolve(out));
-        s.on("error", () => resolve(out));
-        setTimeout(() => (s.destroy(), resolve(out)), 3000);
-      });
+    const raw = (payload: string) => rawExchange(f.port, payload);
     const smuggle = await raw("POST /containers/create HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /info HTTP/1.1\r\n\r\n");
     expect(smuggle).toMatch(/^HTTP\/1\.1 400/);
     const garbage = await raw("\x00\x01\x02 NOT HTTP AT ALL\r\n\r\n");
@@ -253,15 +257,7 @@ describe("bad input", () => {
       for (const runtime of RUNTIMES) {
         const g = runtime === "bun" ? f : await startFlocker(runtime);
         try {
-          const answer = (payload: string) =>
-            new Promise<string>((resolve) => {
-              const s = connect(g.port, "127.0.0.1", () => s.write(payload));
-              let out = "";
-              s.on("data", (d) => (out += d));
-              s.on("close", () => resolve(out));
-              s.on("error", () => resolve(out));
-              setTimeout(() => (s.destroy(), resolve(out)), 3000);
-            });
+          const answer = (payload: string) => rawExchange(g.port, payload);
           const path = `/v1.41/containers/${id}/json`;
           for (const crlf of ["\n", "\r"]) {
             const out = await answer(`GET ${path} HTTP/1.1\r\nHost: x${crlf}Content-Length: 3\r\n\r\nabc`);
