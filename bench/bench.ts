@@ -559,7 +559,9 @@ async function sizeInContainer(ctx: Ctx, path: string): Promise<number> {
 }
 
 async function benchCp(ctx: Ctx) {
-  const variants = cliVariants(ctx);
+  // The C proxy too, for reference: what any proxy's extra copy of the bytes costs on this machine.
+  const haproxy = ctx.haproxy && { name: "HAProxy", dockerHost: ctx.haproxy.url.replace(/^http:/, "tcp:") };
+  const variants = [...cliVariants(ctx), ...(haproxy ? [haproxy] : [])];
   const out = join(workDir, "cp-out");
   const outGot = await alternate(variants, 1, "cp out", async (v) => {
     rmSync(out, { force: true });
@@ -581,6 +583,10 @@ async function benchCp(ctx: Ctx) {
     for (const f of ctx.flockers) {
       const m = median(got.get(f.label)!);
       ratioRow(bench, `${f.label} / direct (throughput)`, `${fmtMs(m)} (${fmtRate(CFG.cpBytes, m)})`, `direct: ${fmtMs(d)} (${fmtRate(CFG.cpBytes, d)})`, d / m, { op: ">=", x: 0.9 });
+    }
+    if (haproxy) {
+      const h = median(got.get(haproxy.name)!);
+      ratioRow(bench, "HAProxy / direct (throughput)", `HAProxy: ${fmtMs(h)} (${fmtRate(CFG.cpBytes, h)})`, `direct: ${fmtMs(d)} (${fmtRate(CFG.cpBytes, d)})`, d / h, undefined);
     }
   }
 }
@@ -974,8 +980,8 @@ async function main(): Promise<number> {
     const c = ctx;
     const part = (key: string, title: string, body: () => Promise<void>) => (CFG.only && !CFG.only.has(key) ? undefined : section(title, body));
     await part("routed", "routed GET /containers/{id}/json", () => benchRouted(c));
-    await stopProcess(c.haproxy!.proc);
     await part("cp", "docker cp", () => benchCp(c));
+    await stopProcess(c.haproxy!.proc);
     await part("exec", "exec -i cat", () => benchExec(c));
     await part("ps", "ps over 3 engines", () => benchPs3(c));
     await part("run", "docker run --rm", () => benchRun(c));
