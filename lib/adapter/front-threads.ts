@@ -150,7 +150,9 @@ export class FrontThreads {
     switch (message.t) {
       case "route": {
         const generation = flocker.cluster.generation;
-        void Promise.resolve(flocker.passThrough(message.method, message.pathname))
+        const route = flocker.passThrough(message.method, message.pathname);
+        if (route instanceof Promise) noteAppRequest(); // a lookup: app work on this thread
+        void Promise.resolve(route)
           .then((route) => this.#wireRoute(route, flocker.routeKept(message.method, message.pathname)))
           .catch(internalAnswer)
           .then((route) => post({ t: "route", id: message.id, generation, route }, route.kind === "answer" ? [route.body] : []));

@@ -563,7 +563,10 @@ class ClientConnection {
     const start = performance.now();
     const body = Framing.body(chunked, length);
     const route = this.front.flocker.passThrough(head.method, pathname);
-    if (route instanceof Promise) route.then((r) => this.#dispatch(head, pathname, r, body, start));
+    if (route instanceof Promise) {
+      noteAppRequest(); // not a kept route: the lookup is app work (store, engines asked)
+      route.then((r) => this.#dispatch(head, pathname, r, body, start));
+    }
     else this.#dispatch(head, pathname, route, body, start);
   }
 
