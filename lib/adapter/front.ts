@@ -21,6 +21,12 @@ const MAX_HEAD = 64 * 1024;
 const DISCARD_LIMIT = 1024 * 1024;
 /** Idle keep-alive connections kept per engine. */
 const POOL_SIZE = 32;
+/**
+ * A request with a body cannot be sent again once its body has streamed, so it only takes a kept
+ * connection that answered this recently (node:http closes idle ones after 5 s; dockerd keeps
+ * them): not one the server may be closing as the request goes out. Older ones stay for reads.
+ */
+const FRESH_MS = 1000;
 
 /**
  * The part of node:net's Socket the front uses. node:net and node:tls sockets are ones; so is
@@ -222,6 +228,8 @@ interface Exchange {
 class EngineConnection {
   exchange?: Exchange;
   closed = false;
+  /** When its last exchange ended (performance.now()). */
+  lastUsed = 0;
 
   constructor(readonly host: Host, readonly socket: StreamSocket) {
     socket.on("data", (chunk: Buffer) => (this.exchange ? this.exchange.data(chunk) : this.close()));
@@ -252,11 +260,16 @@ export class Front {
     new ClientConnection(this, socket).start();
   };
 
-  /** An idle keep-alive connection to the engine, or a new one. */
-  take(host: Host): { engine: EngineConnection; reused: boolean } {
+  /** An idle keep-alive connection to the engine last used since `freshSince`, or a new one. */
+  take(host: Host, freshSince = -Infinity): { engine: EngineConnection; reused: boolean } {
     const pool = this.#pools.get(host);
     let engine: EngineConnection | undefined;
-    while ((engine = pool?.pop())) if (!engine.closed) return { engine, reused: true };
+    while ((engine = pool?.pop())) {
+      if (engine.closed) continue;
+      if (engine.lastUsed >= freshSince) return { engine, reused: true };
+      pool!.push(engine); // the most recent one is too old: so are the others
+      break;
+    }
     return { engine: new EngineConnection(host, this.dialFresh(host)), reused: false };
   }
 
@@ -708,20 +721,21 @@ class ClientConnection {
   }
 
   #engineFor(host: Host, body: Framing): { engine: EngineConnection; reused: boolean } {
-    // A request with a body gets a fresh connection: it cannot be replayed on a stale one.
-    if (!body.done) return { engine: new EngineConnection(host, this.front.dialFresh(host)), reused: false };
+    const freshSince = body.done ? -Infinity : performance.now() - FRESH_MS;
     const sticky = this.#engine;
     this.#engine = undefined;
-    if (sticky && !sticky.closed && sticky.host === host) return { engine: sticky, reused: true };
+    if (sticky && !sticky.closed && sticky.host === host && sticky.lastUsed >= freshSince) return { engine: sticky, reused: true };
     if (sticky) this.front.give(sticky);
-    return this.front.take(host);
+    return this.front.take(host, freshSince);
   }
 
   /**
    * One request to the engine and its response back, untouched; `done` gets the engine's status
-   * (502 when it never answered). Retries once on a stale pooled connection.
+   * (502 when it never answered). A request without a body is sent again once when a kept
+   * connection turns out closed; one with a body is not (its body has gone to the dead one).
    */
   #pass(host: Host, request: Buffer, isHead: boolean, body: Framing, done: (status: number) => void) {
+    const replayable = body.done;
     const attempt = (retry: boolean) => {
       const { engine, reused } = this.#engineFor(host, body);
       const upstream = engine.socket;
@@ -731,6 +745,7 @@ class ClientConnection {
       let settled = false;
       const settle = () => {
         settled = true;
+        engine.lastUsed = performance.now();
         engine.exchange = undefined;
         this.#abort = undefined;
         done(framing.status || 502);
@@ -741,8 +756,8 @@ class ClientConnection {
           engine.close();
           this.#discardBody(body);
         } else if (ok && framing.keepAlive && !this.#gone) {
-          // Kept for this client's next request; the one kept before (a request with a body dials
-          // afresh) goes back to the pool, not lost with its socket.
+          // Kept for this client's next request; the one kept before (if this request took
+          // another) goes back to the pool, not lost with its socket.
           if (this.#engine && this.#engine !== engine) this.front.give(this.#engine);
           this.#engine = engine;
         }
@@ -752,7 +767,7 @@ class ClientConnection {
       };
       const fail = (err: Error) => {
         if (settled) return;
-        if (sent === 0 && reused && retry) {
+        if (sent === 0 && reused && retry && replayable) {
           engine.close();
           return attempt(false);
         }

@@ -360,9 +360,11 @@ describe("bad input", () => {
           await hijack.text();
         }
         await Bun.sleep(500);
-        // 150 more of each: a leak would be 150 to 300 descriptors.
+        // 150 more of each: a leak would be 150 to 300 descriptors. Nor do idle connections pile
+        // up: a request with a body takes a kept connection that answered within the last second
+        // (when each one dialled afresh, the pools behind the front grew by ~28 here).
         const growth = fds() - before;
-        expect({ runtime, growth, bounded: growth < 30 }).toEqual({ runtime, growth, bounded: true });
+        expect({ runtime, growth, bounded: growth < 10 }).toEqual({ runtime, growth, bounded: true });
       } finally {
         await g.stop();
       }
