@@ -94,6 +94,9 @@ export function toResponse(err: unknown): Response {
   return errorResponse(500, `flocker: internal error: ${message}`);
 }
 
+/** Probe intervals between two sweeps of container records (Locator.sweep): a minute by default. */
+const SWEEP_PROBES = 12;
+
 export function buildFlocker(options: CoreOptions): Flocker {
   const parse = (h: string | HostAddress) => (typeof h === "string" ? parseHostAddress(h) : h);
   const telemetry = new Telemetry();
@@ -122,11 +125,17 @@ export function buildFlocker(options: CoreOptions): Flocker {
     }
   };
   let inventoryTimer: ReturnType<typeof setInterval> | undefined;
+  let sweepTimer: ReturnType<typeof setInterval> | undefined;
+  let closed = false; // closed before it was ready: no timers are started
   const ready = (async () => {
     await refreshInventory().catch(() => {});
     await cluster.probeAll();
     await locator.rebuild().catch(() => {});
+    if (closed) return;
     cluster.start();
+    // Records of containers removed behind flocker's back go, every SWEEP_PROBES probe intervals.
+    sweepTimer = setInterval(() => void locator.sweep().catch(() => {}), cluster.probeIntervalMs * SWEEP_PROBES);
+    (sweepTimer as { unref?: () => void }).unref?.();
     // The list hook is the inventory: asked again every probe interval, so hosts join and leave live.
     if (hooks.list) {
       inventoryTimer = setInterval(() => void refreshInventory().catch(() => {}), cluster.probeIntervalMs);
@@ -231,7 +240,9 @@ export function buildFlocker(options: CoreOptions): Flocker {
     store,
     ready,
     async close() {
+      closed = true;
       if (inventoryTimer) clearInterval(inventoryTimer);
+      if (sweepTimer) clearInterval(sweepTimer);
       cluster.stop();
       await store.close?.();
     },

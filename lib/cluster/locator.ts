@@ -18,13 +18,16 @@ const FULL_ID = /^[0-9a-f]{64}$/;
 const REF = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 
 export class Locator {
-  /** id -> host name, for prefix lookups (the store has no scan). */
-  readonly #ids = new Map<string, string>();
+  /**
+   * id -> its host's name and when this process learned of it: for prefix lookups (the store has
+   * no scan) and for sweep().
+   */
+  readonly #ids = new Map<string, { host: string; since: number }>();
 
   constructor(private store: Store, private cluster: Cluster) {}
 
   async recordContainer(id: string, host: Host, name?: string) {
-    this.#ids.set(id, host.name);
+    this.#ids.set(id, { host: host.name, since: Date.now() });
     await this.store.set(`ctr:${id}`, `${host.name}\t${name ?? ""}`);
     if (name) await this.store.set(`name:${name}`, id);
   }
@@ -39,6 +42,30 @@ export class Locator {
     }
   }
 
+  /**
+   * Forget the containers their hosts no longer hold: removed behind flocker's back (`docker run
+   * --rm` is removed by its engine; `docker rm` straight on an engine), their records would stay in
+   * the store for good, one per container ever run. Only hosts that answered count, and only
+   * records learned before their lists were asked for. Forgetting is safe: a lookup that finds no
+   * record asks the hosts. Returns how many were forgotten.
+   */
+  async sweep(): Promise<number> {
+    const asked = Date.now();
+    const { answers } = await fanoutJson<{ Id: string }[]>(this.cluster.healthy(), "/containers/json?all=1");
+    const held = new Map<string, Set<string>>();
+    for (const { host, status, body } of answers) {
+      if (status === 200 && Array.isArray(body)) held.set(host.name, new Set(body.map((c) => c.Id)));
+    }
+    let forgotten = 0;
+    for (const [id, { host, since }] of [...this.#ids]) {
+      const ids = held.get(host);
+      if (!ids || ids.has(id) || since >= asked) continue;
+      await this.forgetContainer(id);
+      forgotten++;
+    }
+    return forgotten;
+  }
+
   /** Hosts answer for every container they hold; used to rebuild routing after a restart. */
   async rebuild(): Promise<number> {
     const { answers } = await fanoutJson<{ Id: string; Names?: string[] }[]>(
@@ -50,7 +77,7 @@ export class Locator {
       if (status !== 200 || !Array.isArray(body)) continue;
       for (const c of body) {
         const name = c.Names?.[0]?.replace(/^\//, "");
-        this.#ids.set(c.Id, host.name);
+        this.#ids.set(c.Id, { host: host.name, since: Date.now() });
         if ((await this.store.get(`ctr:${c.Id}`)) === null) await this.recordContainer(c.Id, host, name);
         n++;
       }
@@ -96,7 +123,7 @@ export class Locator {
     const [hostName, name] = record.split("\t");
     const host = this.cluster.byName(hostName);
     if (!host) return undefined;
-    this.#ids.set(id, host.name);
+    if (this.#ids.get(id)?.host !== host.name) this.#ids.set(id, { host: host.name, since: Date.now() });
     return { host, id, name: name || undefined };
   }
 

@@ -370,6 +370,48 @@ describe("two flocker processes over one Redis (A: Bun, B: Deno)", () => {
     expect(await hostOf(name)).toBeUndefined();
     expect(await redis.get(`${prefix}ctr:${id}`)).toBeNull();
   });
+
+  test("containers removed behind flocker's back (run --rm, rm on the engine) leave no record in the store", async () => {
+    prefix = `${uniq("fkpull")}:`;
+    // Probes every 300 ms: records are swept every 12 of them.
+    const f = await start("deno", redisEnv({ FLOCKER_PROBE_INTERVAL: "300" }));
+    const [live, autoRemoved, removedOnEngine] = [nameFor("live"), nameFor("rm"), nameFor("gone")];
+    await ok(cli(0), f.dockerHost, ["run", "-d", "--name", live, testEnv.image, "sleep", "300"]);
+    const liveId = (await ok(cli(0), f.dockerHost, ["inspect", "-f", "{{.Id}}", live])).stdout.trim();
+    const run = await ok(cli(1), f.dockerHost, ["run", "--rm", "--name", autoRemoved, testEnv.image, "echo", "ran"]);
+    expect(run.stdout.trim()).toBe("ran");
+    await ok(cli(0), f.dockerHost, ["run", "-d", "--name", removedOnEngine, testEnv.image, "sleep", "300"]);
+    const removed = await engine(await hostOf(removedOnEngine) ?? "", `/containers/${removedOnEngine}?force=1`, { method: "DELETE" });
+    expect(removed.status).toBe(204);
+    // The engine removed one, another was removed on its engine: flocker heard of neither. Every
+    // record left must be of a container some engine holds (other cases' containers may be there).
+    const held = async () => {
+      const ids = new Set<string>();
+      for (const h of testEnv.hosts) for (const c of (await engine<{ Id: string }[]>(h, "/containers/json?all=1")).body) ids.add(c.Id);
+      return ids;
+    };
+    const stale = async () => {
+      const ids = await held();
+      const records = (await redis.keys(`${prefix}ctr:*`)).map((k) => k.slice(`${prefix}ctr:`.length));
+      return {
+        recordsOfRemovedContainers: records.filter((id) => !ids.has(id)).length,
+        names: await Promise.all([autoRemoved, removedOnEngine, live].map((n) => redis.get(`${prefix}name:${n}`))),
+      };
+    };
+    const want = { recordsOfRemovedContainers: 0, names: [null, null, liveId] };
+    const deadline = Date.now() + 15_000;
+    let got = await stale();
+    while (JSON.stringify(got) !== JSON.stringify(want) && Date.now() < deadline) {
+      await Bun.sleep(250);
+      got = await stale();
+    }
+    expect(got).toEqual(want);
+    expect(await redis.get(`${prefix}ctr:${liveId}`)).not.toBeNull();
+    // The one still running is routed as before.
+    expect((await ok(cli(1), f.dockerHost, ["exec", live, "echo", "here"])).stdout.trim()).toBe("here");
+    await ok(cli(0), f.dockerHost, ["rm", "-f", live]);
+    await stop(f);
+  });
 });
 
 describe("restarting flocker with the memory store (Deno)", () => {
