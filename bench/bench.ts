@@ -713,6 +713,20 @@ function rssKb(pid: number): number {
   }
 }
 
+/** Run `work` while sampling the process's VmRSS (kB) every 50 ms. */
+async function sampleRss<T>(pid: number, work: () => Promise<T>): Promise<{ series: number[]; result: T }> {
+  const series: number[] = [];
+  const timer = setInterval(() => {
+    const kb = rssKb(pid);
+    if (Number.isFinite(kb)) series.push(kb);
+  }, 50);
+  try {
+    return { series, result: await work() };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
 async function benchRss(ctx: Ctx) {
   const script = `set -o pipefail; "$1" exec ${CONTAINER} sh -c 'head -c ${CFG.rssBytes} /dev/zero' | wc -c`;
   const got = new Map<string, { idle: number; peak: number; late: number; ms: number }[]>(ctx.flockers.map((f) => [f.label, []]));
@@ -731,17 +745,9 @@ async function benchRss(ctx: Ctx) {
       }
       checkAlive(f);
       const idle = rssKb(f.pid);
-      const series: number[] = [];
-      const timer = setInterval(() => {
-        const kb = rssKb(f.pid);
-        if (Number.isFinite(kb)) series.push(kb);
-      }, 50);
-      let res: Result;
-      try {
-        res = await mustRun(`docker exec head -c ${CFG.rssBytes} (${f.label})`, ["bash", "-c", script, "bash", CFG.docker], { env: dockerEnv(f.dockerHost), timeoutMs: 600_000 });
-      } finally {
-        clearInterval(timer);
-      }
+      const { series, result: res } = await sampleRss(f.pid, () =>
+        mustRun(`docker exec head -c ${CFG.rssBytes} (${f.label})`, ["bash", "-c", script, "bash", CFG.docker], { env: dockerEnv(f.dockerHost), timeoutMs: 600_000 })
+      );
       const n = Number(res.stdout.trim());
       if (n !== CFG.rssBytes) throw new Error(`${f.label}: ${n} bytes came back through exec, want ${CFG.rssBytes}`);
       const peak = Math.max(idle, ...series);
@@ -790,17 +796,7 @@ async function benchRssRequests(ctx: Ctx) {
   for (const f of ctx.flockers) {
     checkAlive(f);
     const idle = rssKb(f.pid);
-    const series: number[] = [];
-    const timer = setInterval(() => {
-      const kb = rssKb(f.pid);
-      if (Number.isFinite(kb)) series.push(kb);
-    }, 50);
-    let w: Wrk;
-    try {
-      w = await wrk(`${f.url}/containers/json?all=1`, "5s");
-    } finally {
-      clearInterval(timer);
-    }
+    const { series, result: w } = await sampleRss(f.pid, () => wrk(`${f.url}/containers/json?all=1`, "5s"));
     const peak = Math.max(idle, ...series) / 1024;
     log(`RSS under requests ${f.label}: idle ${(idle / 1024).toFixed(1)} MB, peak ${peak.toFixed(1)} MB, ${fmtInt(w.rps)} req/s`);
     rows.push({
