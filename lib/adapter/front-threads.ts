@@ -8,7 +8,7 @@
 import type { Flocker, PassRoute } from "../flocker.ts";
 import type { Host, HostAddress } from "../cluster/host.ts";
 import type { EngineTls } from "./host-fetch.ts";
-import { noteAppRequest } from "./memory.ts";
+import { collectIfDirty, noteAppRequest, onCollectUnderPressure } from "./memory.ts";
 
 export interface ThreadInit {
   listen: { host: string; port: number };
@@ -42,7 +42,8 @@ export type ToMain =
   | { t: "fetch"; id: number; method: string; target: string; headers: [string, string][] }
   | { t: "cancel"; id: number }
   | { t: "notes"; notes: Note[]; counts: Count[]; connections: number }
-  | { t: "streams"; delta: 1 | -1 };
+  | { t: "streams"; delta: 1 | -1 }
+  | { t: "collect" };
 
 export type ToWorker =
   /** `noteFrom`: requests with this status or above are reported one by one (logged), the rest counted. */
@@ -52,7 +53,8 @@ export type ToWorker =
   | ({ t: "head"; id: number } & WireResponse)
   | { t: "chunk"; id: number; data: Uint8Array }
   | { t: "end"; id: number }
-  | { t: "fail"; id: number; message: string };
+  | { t: "fail"; id: number; message: string }
+  | { t: "collect" };
 
 /** How long a worker may take to listen before the server goes on without it. */
 const START_TIMEOUT_MS = 10_000;
@@ -83,6 +85,7 @@ export class FrontThreads {
   /** Start `count` workers; resolves once each listens (or failed, logged: the server goes on without it). */
   async start(count: number): Promise<void> {
     this.#unsubscribe = this.flocker.cluster.onGeneration((generation) => this.#broadcast({ t: "generation", generation }));
+    onCollectUnderPressure(() => this.#broadcast({ t: "collect" }));
     await Promise.all(Array.from({ length: count }, (_, i) => this.#spawn(i + 1)));
   }
 
@@ -181,6 +184,9 @@ export class FrontThreads {
       }
       case "streams":
         return flocker.hijackStream(message.delta);
+      case "collect": // a worker collected under pressure: this thread and the others collect too
+        collectIfDirty();
+        return this.#broadcast({ t: "collect" });
     }
   }
 

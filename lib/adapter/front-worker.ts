@@ -8,6 +8,7 @@ import { type Host, type HostAddress, newHostStatus } from "../cluster/host.ts";
 import { isHijackPath } from "../api/hijack.ts";
 import type { FrontBackend, StreamSocket } from "./front.ts";
 import { frontOver, native } from "./native.ts";
+import { collectIfDirty, onCollectUnderPressure } from "./memory.ts";
 import type { Count, Note, ThreadInit, ToMain, ToWorker, WireResponse, WireRoute } from "./front-threads.ts";
 
 /** The worker's side of the message channel. */
@@ -128,6 +129,8 @@ class RemoteBackend implements FrontBackend {
         this.#generation = message.generation;
         this.#routes.clear();
         return;
+      case "collect":
+        return collectIfDirty();
       case "route": {
         const answer = this.#pending.get(message.id);
         this.#pending.delete(message.id);
@@ -185,6 +188,7 @@ class RemoteBackend implements FrontBackend {
 
 function start(init: ThreadInit, generation: number, noteFrom: number): RemoteBackend {
   const backend = new RemoteBackend(generation, noteFrom);
+  onCollectUnderPressure(() => port.postMessage({ t: "collect" } satisfies ToMain));
   const front = frontOver(backend, init.apiPath, init.engineTls);
   if (!native) throw new Error("front threads need Bun's or Deno's sockets");
   native.listen(init.listen, (socket: StreamSocket) => {

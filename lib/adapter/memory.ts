@@ -58,7 +58,13 @@ let threshold = SOFT_LIMIT;
 const SETTLE_MS = 1000;
 let settle: ReturnType<typeof setTimeout> | undefined;
 
+/** Something was streamed or asked of the app here since the last collection. */
+let dirty = false;
+/** Tells the other threads of the process that this one collected under pressure (see collectIfDirty). */
+let tellOthers: (() => void) | undefined;
+
 function collectNow() {
+  dirty = false;
   (collect ??= collector())();
   const left = process.memoryUsage.rss();
   threshold = Math.max(SOFT_LIMIT, Math.min(left + REGROW, Math.max(CAP, left + CHECK_EVERY)));
@@ -74,13 +80,34 @@ function settleLater() {
   (settle as { unref?: () => void }).unref?.();
 }
 
+/** Past the threshold: collect here, and ask the other threads to collect what they hold. */
+function collectUnderPressure() {
+  collectNow();
+  tellOthers?.();
+}
+
+/**
+ * Front threads share one resident size but each collects only its own heap: a thread streaming
+ * past the threshold could not free what another left (a `ps` storm on one thread, then a stream
+ * on another, peaked at 98 MiB). `tell` passes the word on; the others call collectIfDirty().
+ */
+export function onCollectUnderPressure(tell: () => void) {
+  tellOthers = tell;
+}
+
+/** Another thread collected under pressure: collect here too, unless nothing was done since the last time. */
+export function collectIfDirty() {
+  if (dirty) collectNow();
+}
+
 /** Note bytes that went through; past the soft limit, or once the streams go quiet, collect the garbage they left. */
 export function noteStreamed(bytes: number) {
+  dirty = true;
   streamed += bytes;
   if (streamed < CHECK_EVERY) return;
   streamed = 0;
   settleLater();
-  if (process.memoryUsage.rss() >= threshold) collectNow();
+  if (process.memoryUsage.rss() >= threshold) collectUnderPressure();
 }
 
 /** App requests between two looks at the resident size while they keep coming. */
@@ -95,8 +122,9 @@ let requests = 0;
  * they stop, the process does not start its next stream from that higher level.
  */
 export function noteAppRequest() {
+  dirty = true;
   settleLater();
   if (++requests < CHECK_EVERY_REQUESTS) return;
   requests = 0;
-  if (process.memoryUsage.rss() >= threshold) collectNow();
+  if (process.memoryUsage.rss() >= threshold) collectUnderPressure();
 }
