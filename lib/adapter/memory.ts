@@ -89,7 +89,7 @@ function collectUnderPressure() {
 /**
  * Front threads share one resident size but each collects only its own heap: a thread streaming
  * past the threshold could not free what another left (a `ps` storm on one thread, then a stream
- * on another, peaked at 98 MiB). `tell` passes the word on; the others call collectIfDirty().
+ * on another, peaked at 95-108 MiB). `tell` passes the word on; the others call collectIfDirty().
  */
 export function onCollectUnderPressure(tell: () => void) {
   tellOthers = tell;

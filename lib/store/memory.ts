@@ -1,18 +1,19 @@
 import type { Store } from "./types.ts";
 
-/** The embedded default: a Map with expiry times. Lost on restart; routing is rebuilt from the hosts. */
 /** Writes between two sweeps of expired entries (an expired entry nobody reads again would stay). */
 const SWEEP_EVERY = 1000;
 
+/** The embedded default: a Map with expiry times. Lost on restart; routing is rebuilt from the hosts. */
 export class MemoryStore implements Store {
   #data = new Map<string, { value: string; expires: number }>();
   #writes = 0;
 
-  #wrote() {
+  #put(key: string, value: string, ttlSeconds?: number) {
+    this.#data.set(key, { value, expires: ttlSeconds ? Date.now() + ttlSeconds * 1000 : 0 });
     if (++this.#writes < SWEEP_EVERY) return;
     this.#writes = 0;
     const now = Date.now();
-    for (const [key, entry] of this.#data) if (entry.expires && entry.expires <= now) this.#data.delete(key);
+    for (const [k, entry] of this.#data) if (entry.expires && entry.expires <= now) this.#data.delete(k);
   }
 
   #live(key: string) {
@@ -30,15 +31,13 @@ export class MemoryStore implements Store {
   }
 
   set(key: string, value: string, ttlSeconds?: number) {
-    this.#data.set(key, { value, expires: ttlSeconds ? Date.now() + ttlSeconds * 1000 : 0 });
-    this.#wrote();
+    this.#put(key, value, ttlSeconds);
     return Promise.resolve();
   }
 
   setIfAbsent(key: string, value: string, ttlSeconds?: number) {
     if (this.#live(key)) return Promise.resolve(false);
-    this.#data.set(key, { value, expires: ttlSeconds ? Date.now() + ttlSeconds * 1000 : 0 });
-    this.#wrote();
+    this.#put(key, value, ttlSeconds);
     return Promise.resolve(true);
   }
 
