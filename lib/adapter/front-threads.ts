@@ -41,7 +41,7 @@ export type ToMain =
   | { t: "hijack"; id: number; pathname: string }
   | { t: "fetch"; id: number; method: string; target: string; headers: [string, string][] }
   | { t: "cancel"; id: number }
-  | { t: "notes"; notes: Note[]; counts: Count[]; connections: number }
+  | { t: "notes"; notes: Note[]; counts: Count[]; connections: number; closed: number }
   | { t: "streams"; delta: 1 | -1 }
   | { t: "collect" };
 
@@ -136,6 +136,7 @@ export class FrontThreads {
         log.log("error", "front thread failed", { thread, error: event.message });
         const wasServing = this.#workers.delete(state);
         for (const c of state.fetches.values()) c.abort();
+        this.flocker.telemetry.frontConnectionsOpen[thread] = 0; // its sockets went with it
         worker.terminate();
         resolve();
         // Its listener is gone with it (the kernel sends new connections to the others): one that
@@ -179,7 +180,7 @@ export class FrontThreads {
           flocker.noteRequest(method, pathname, status, name === null ? undefined : flocker.cluster.byName(name), now - ms);
         }
         for (const [method, pathname, status, n] of message.counts) flocker.telemetry.countRequests(method, pathname, status, n);
-        if (message.connections) flocker.telemetry.noteConnections(state.thread, message.connections);
+        if (message.connections || message.closed) flocker.telemetry.noteConnections(state.thread, message.connections, message.closed);
         return;
       }
       case "streams":

@@ -46,8 +46,9 @@ class RemoteBackend implements FrontBackend {
   /** Requests to count, by "status method pathname". */
   #counts = new Map<string, number>();
   #notesTimer?: ReturnType<typeof setTimeout>;
-  /** Client connections accepted since the last report. */
+  /** Client connections accepted, and closed, since the last report. */
   #connections = 0;
+  #closed = 0;
 
   constructor(generation: number, private noteFrom: number) {
     this.#generation = generation;
@@ -86,8 +87,9 @@ class RemoteBackend implements FrontBackend {
     this.#notesTimer ??= setTimeout(() => this.#flushNotes(), NOTES_DELAY_MS);
   };
 
-  noteConnection() {
-    this.#connections++;
+  noteConnection(opened: 0 | 1, closed: 0 | 1) {
+    this.#connections += opened;
+    this.#closed += closed;
     this.#notesTimer ??= setTimeout(() => this.#flushNotes(), NOTES_DELAY_MS);
   }
 
@@ -173,16 +175,17 @@ class RemoteBackend implements FrontBackend {
   #flushNotes() {
     if (this.#notesTimer !== undefined) clearTimeout(this.#notesTimer);
     this.#notesTimer = undefined;
-    if (!this.#notes.length && !this.#counts.size && !this.#connections) return;
+    if (!this.#notes.length && !this.#counts.size && !this.#connections && !this.#closed) return;
     const counts: Count[] = [];
     for (const [key, n] of this.#counts) {
       const [status, method, pathname] = key.split(" ", 3);
       counts.push([method, pathname, Number(status), n]);
     }
-    port.postMessage({ t: "notes", notes: this.#notes, counts, connections: this.#connections });
+    port.postMessage({ t: "notes", notes: this.#notes, counts, connections: this.#connections, closed: this.#closed });
     this.#notes = [];
     this.#counts.clear();
     this.#connections = 0;
+    this.#closed = 0;
   }
 }
 
@@ -192,7 +195,8 @@ function start(init: ThreadInit, generation: number, noteFrom: number): RemoteBa
   const front = frontOver(backend, init.apiPath, init.engineTls);
   if (!native) throw new Error("front threads need Bun's or Deno's sockets");
   native.listen(init.listen, (socket: StreamSocket) => {
-    backend.noteConnection();
+    backend.noteConnection(1, 0);
+    socket.on("close", () => backend.noteConnection(0, 1));
     front.accept(socket);
   }, true);
   return backend;

@@ -39,7 +39,8 @@ export interface StreamSocket {
   on(event: "error", listener: (err: Error) => void): unknown;
   once(event: "drain" | "close" | "data", listener: () => void): unknown;
   off(event: "data", listener: (chunk: Buffer) => void): unknown;
-  removeAllListeners(event: "end" | "close"): unknown;
+  off(event: "end", listener: () => void): unknown;
+  off(event: "close", listener: (hadError: boolean) => void): unknown;
   write(chunk: Uint8Array | string): boolean;
   /** Half-close: no more writes, reading goes on. */
   end(chunk?: Uint8Array | string): unknown;
@@ -466,17 +467,21 @@ class ClientConnection {
   start() {
     this.socket.on("data", this.#onData);
     this.socket.on("error", () => this.#close());
-    this.socket.on("close", () => {
-      this.#gone = true;
-      this.#wakeUp();
-      this.#abort?.();
-      this.#release();
-    });
-    this.socket.on("end", () => {
-      this.#ended = true;
-      if (!this.#busy) this.socket.end();
-    });
+    this.socket.on("close", this.#onClose);
+    this.socket.on("end", this.#onEnd);
   }
+
+  #onClose = () => {
+    this.#gone = true;
+    this.#wakeUp();
+    this.#abort?.();
+    this.#release();
+  };
+
+  #onEnd = () => {
+    this.#ended = true;
+    if (!this.#busy) this.socket.end();
+  };
 
   #onData = (chunk: Buffer) => {
     if (this.#sink) return this.#sink(chunk);
@@ -541,9 +546,10 @@ class ClientConnection {
 
   #leave(handler: (socket: StreamSocket, buffered: Buffer) => void) {
     this.#release(); // its kept engine connection too: the close that would release it is not heard here any more
+    // Only our own listeners: the server's (its connection set) must still hear the close.
     this.socket.off("data", this.#onData);
-    this.socket.removeAllListeners("end");
-    this.socket.removeAllListeners("close");
+    this.socket.off("end", this.#onEnd);
+    this.socket.off("close", this.#onClose);
     this.socket.pause();
     const buffered = this.#buffer;
     this.#buffer = EMPTY;

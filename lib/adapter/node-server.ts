@@ -108,7 +108,10 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
   const accept = (socket: StreamSocket) => {
     flocker.telemetry.noteConnections(0, 1);
     sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
+    socket.on("close", () => {
+      sockets.delete(socket);
+      flocker.telemetry.noteConnections(0, 0, 1);
+    });
     front.accept(socket);
   };
   let frontThreads: FrontThreads | undefined;

@@ -54,6 +54,7 @@ export class Telemetry {
   hijackedStreams = 0;
   /** Client connections accepted, by front thread (0: the main thread). */
   readonly frontConnections: number[] = [];
+  readonly frontConnectionsOpen: number[] = [];
   /** method -> route pattern -> status -> count */
   readonly requests = new Map<string, Map<string, Map<number, number>>>();
   /** Engine call latency by host address. */
@@ -96,9 +97,14 @@ export class Telemetry {
     return known;
   }
 
-  noteConnections(thread: number, n: number) {
-    for (let i = 0; i < thread; i++) this.frontConnections[i] ??= 0;
-    this.frontConnections[thread] = (this.frontConnections[thread] ?? 0) + n;
+  /** Client connections a front thread accepted (`opened`) and saw close (`closed`). */
+  noteConnections(thread: number, opened: number, closed = 0) {
+    for (let i = 0; i <= thread; i++) {
+      this.frontConnections[i] ??= 0;
+      this.frontConnectionsOpen[i] ??= 0;
+    }
+    this.frontConnections[thread] += opened;
+    this.frontConnectionsOpen[thread] += opened - closed;
   }
 
   /** Count requests answered elsewhere (another front thread) that need no log line. */
@@ -308,6 +314,8 @@ export function metricsText(ctx: FlockerContext, telemetry: Telemetry): string {
   out.push(`flocker_hijacked_streams ${telemetry.hijackedStreams}`);
   family("flocker_front_connections_total", "counter", "Client connections accepted, by front thread (0: the main thread).");
   telemetry.frontConnections.forEach((n, thread) => out.push(`flocker_front_connections_total{thread="${thread}"} ${n ?? 0}`));
+  family("flocker_front_connections_open", "gauge", "Client connections open now, by front thread (hijacked streams included).");
+  telemetry.frontConnectionsOpen.forEach((n, thread) => out.push(`flocker_front_connections_open{thread="${thread}"} ${n ?? 0}`));
 
   family("flocker_host_up", "gauge", "1 when the host answers its health probes, else 0.");
   for (const h of hosts) out.push(`flocker_host_up{host="${label(h.name)}"} ${h.status.state === "healthy" ? 1 : 0}`);
