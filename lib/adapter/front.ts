@@ -457,6 +457,13 @@ class ClientConnection {
   #sink?: (chunk: Buffer) => void;
   /** Stops the request in flight when the client goes away. */
   #abort?: () => void;
+  /**
+   * Passes the client's FIN on to the request in flight. dockerd cancels a request whose client
+   * stops sending (Go's server reads on, and EOF cancels the request): a `wait`, a `logs -f` or
+   * an `events` of a CLI that was killed ends there; held here, each one kept its connections
+   * (and its engine's wait) until the container exited.
+   */
+  #finOut?: () => void;
   /** Resumes a response waiting for the socket to drain (or to close). */
   #wake?: () => void;
   /** The engine connection this client used last: the next request to that host reuses it directly. */
@@ -481,6 +488,7 @@ class ClientConnection {
   #onEnd = () => {
     this.#ended = true;
     if (!this.#busy) this.socket.end();
+    else this.#finOut?.();
   };
 
   #onData = (chunk: Buffer) => {
@@ -651,6 +659,7 @@ class ClientConnection {
   async #write(res: Response, isHead: boolean, close = false) {
     const finish = () => {
       this.#abort = undefined;
+      this.#finOut = undefined;
       if (close) endAndClose(this.socket);
       else this.#done();
     };
@@ -677,6 +686,9 @@ class ClientConnection {
     if (!soon && !this.#gone) {
       this.socket.write(Buffer.from(framing, "latin1"));
       framing = "";
+      // A stream (events, progress) of a client that stopped sending ends, as dockerd ends one.
+      this.#finOut = this.#abort;
+      if (this.#ended) this.#finOut();
     }
     try {
       for (;;) {
@@ -749,11 +761,14 @@ class ClientConnection {
       const framing = new Framing(isHead);
       let sent = 0;
       let settled = false;
+      /** The client's FIN went on to the engine: its connection is not kept, nor the request sent again. */
+      let finned = false;
       const settle = () => {
         settled = true;
         engine.lastUsed = performance.now();
         engine.exchange = undefined;
         this.#abort = undefined;
+        this.#finOut = undefined;
         done(framing.status || 502);
       };
       const finish = (ok: boolean) => {
@@ -761,7 +776,8 @@ class ClientConnection {
           // Answered before the whole body came (an error): the engine connection is done with.
           engine.close();
           this.#discardBody(body);
-        } else if (ok && framing.keepAlive && !this.#gone) {
+        } else if (finned) engine.close();
+        else if (ok && framing.keepAlive && !this.#gone) {
           // Kept for this client's next request; the one kept before (if this request took
           // another) goes back to the pool, not lost with its socket.
           if (this.#engine && this.#engine !== engine) this.front.give(this.#engine);
@@ -773,7 +789,7 @@ class ClientConnection {
       };
       const fail = (err: Error) => {
         if (settled) return;
-        if (sent === 0 && reused && retry && replayable) {
+        if (sent === 0 && reused && retry && replayable && !finned) {
           engine.close();
           return attempt(false);
         }
@@ -812,8 +828,16 @@ class ClientConnection {
         engine.close();
         settle();
       };
+      // Not to the full server behind us: what it serves long (pulls, builds) ends by itself.
+      if (host !== this.front.api) {
+        this.#finOut = () => {
+          finned = true;
+          upstream.end();
+        };
+      }
       upstream.write(request);
       if (!body.done) this.#streamBody(upstream, body);
+      if (this.#ended) this.#finOut?.();
     };
     attempt(true);
   }
