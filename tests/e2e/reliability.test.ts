@@ -8,7 +8,7 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  CLIS, docker, freePort, hostOf, removeContainers, removeDir, ROOT, RUNTIMES, type RunningFlocker, startFlocker, tempDir,
+  CLIS, docker, freePort, hostOf, removeContainers, removeDir, ROOT, RUNTIMES, type Runtime, type RunningFlocker, startFlocker, tempDir,
   testEnv, uniq, waitForPort,
 } from "./harness.ts";
 
@@ -32,6 +32,25 @@ async function openConnections(g: RunningFlocker): Promise<number> {
   const text = await rawExchange(g.port, "GET /_flocker/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   const threads = [...text.matchAll(/^flocker_front_connections_open\{thread="\d+"\} (-?\d+)$/gm)];
   return threads.length ? threads.reduce((sum, m) => sum + Number(m[1]), 0) : NaN;
+}
+
+/** A sleeping container on the first engine, and in front of the flock a one-thread flocker of each runtime in turn. */
+async function eachRuntimeBesideASleeper(label: string, body: (g: RunningFlocker, runtime: Runtime, name: string) => Promise<void>) {
+  const name = uniq(label);
+  try {
+    const run = await docker(cli, `tcp://${testEnv.hosts[0]}`, ["run", "-d", "--name", name, testEnv.image, "sleep", "300"]);
+    expect(run.code, run.stderr).toBe(0);
+    for (const runtime of RUNTIMES) {
+      const g = await startFlocker(runtime, { FLOCKER_THREADS: "1" });
+      try {
+        await body(g, runtime, name);
+      } finally {
+        await g.stop();
+      }
+    }
+  } finally {
+    await docker(cli, `tcp://${testEnv.hosts[0]}`, ["rm", "-f", name]);
+  }
 }
 
 async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
@@ -392,73 +411,49 @@ describe("bad input", () => {
   test("a CLI killed in the middle of `wait`, `logs -f` or `events` leaves no connection behind (both runtimes)", async () => {
     // dockerd cancels a request whose client stops sending; flocker held these until the
     // container exited (each killed `docker run` kept its wait and two sockets open meanwhile).
-    const name = uniq("killed");
     const closeWait = (port: number) =>
       spawnSync("ss", ["-Htn", "state", "close-wait", `sport = :${port}`], { encoding: "utf8" }).stdout.trim().split("\n").filter(Boolean).length;
-    try {
-      const run = await docker(cli, `tcp://${testEnv.hosts[0]}`, ["run", "-d", "--name", name, testEnv.image, "sleep", "300"]);
-      expect(run.code, run.stderr).toBe(0);
-      for (const runtime of RUNTIMES) {
-        const g = await startFlocker(runtime, { FLOCKER_THREADS: "1" });
-        try {
-          const env = { PATH: process.env.PATH!, HOME: process.env.HOME ?? "/root", DOCKER_HOST: g.dockerHost };
-          const commands = [["wait", name], ["logs", "-f", "--tail", "0", name], ["events", "--filter", `container=${name}`]];
-          const before = await openConnections(g); // this one, and the harness's kept-alive one
-          const procs = commands.map((args) => Bun.spawn([cli, ...args], { env, stdout: "ignore", stderr: "ignore" }));
-          const deadline = Date.now() + 10_000;
-          while ((await openConnections(g)) < before + commands.length && Date.now() < deadline) await Bun.sleep(100);
-          expect(await openConnections(g)).toBe(before + commands.length);
-          await Bun.sleep(300); // each has its request in flight
-          for (const p of procs) p.kill("SIGKILL");
-          await Promise.all(procs.map((p) => p.exited));
-          await Bun.sleep(500);
-          const open = await openConnections(g); // at most `before`: the harness's one may have gone idle and closed
-          expect({ runtime, open, leftOpen: open > before, closeWait: closeWait(g.port) }).toEqual({ runtime, open, leftOpen: false, closeWait: 0 });
-          // The engine ended each one itself (its answer had begun): nothing is blamed on it.
-          const metrics = await rawExchange(g.port, "GET /_flocker/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-          expect(metrics).toContain('flocker_requests_total{method="POST",route="/containers/:id/wait",status="200"} 1');
-          expect(metrics).not.toMatch(/status="5\d\d"/);
-        } finally {
-          await g.stop();
-        }
-      }
-    } finally {
-      await docker(cli, `tcp://${testEnv.hosts[0]}`, ["rm", "-f", name]);
-    }
+    await eachRuntimeBesideASleeper("killed", async (g, runtime, name) => {
+      const env = { PATH: process.env.PATH!, HOME: process.env.HOME ?? "/root", DOCKER_HOST: g.dockerHost };
+      const commands = [["wait", name], ["logs", "-f", "--tail", "0", name], ["events", "--filter", `container=${name}`]];
+      const before = await openConnections(g); // this one, and the harness's kept-alive one
+      const procs = commands.map((args) => Bun.spawn([cli, ...args], { env, stdout: "ignore", stderr: "ignore" }));
+      const deadline = Date.now() + 10_000;
+      while ((await openConnections(g)) < before + commands.length && Date.now() < deadline) await Bun.sleep(100);
+      expect(await openConnections(g)).toBe(before + commands.length);
+      await Bun.sleep(300); // each has its request in flight
+      for (const p of procs) p.kill("SIGKILL");
+      await Promise.all(procs.map((p) => p.exited));
+      await Bun.sleep(500);
+      const open = await openConnections(g); // at most `before`: the harness's one may have gone idle and closed
+      expect({ runtime, open, leftOpen: open > before, closeWait: closeWait(g.port) }).toEqual({ runtime, open, leftOpen: false, closeWait: 0 });
+      // The engine ended each one itself (its answer had begun): nothing is blamed on it.
+      const metrics = await rawExchange(g.port, "GET /_flocker/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      expect(metrics).toContain('flocker_requests_total{method="POST",route="/containers/:id/wait",status="200"} 1');
+      expect(metrics).not.toMatch(/status="5\d\d"/);
+    });
   });
 
   test("connections that leave the front (exec streams, refused hijacks, requests for the full server) are let go once closed (both runtimes)", async () => {
     // The front used to drop every "close" listener of a connection it handed on, the server's
     // own with it: each `docker exec` left its connection (and two sockets' objects) in the
     // server's set for good: ~30 KB a command (a heap snapshot found them), not one fd.
-    const name = uniq("leave");
-    try {
-      const run = await docker(cli, `tcp://${testEnv.hosts[0]}`, ["run", "-d", "--name", name, testEnv.image, "sleep", "300"]);
-      expect(run.code, run.stderr).toBe(0);
-      for (const runtime of RUNTIMES) {
-        const g = await startFlocker(runtime, { FLOCKER_THREADS: "1" });
-        try {
-          const before = await openConnections(g); // this one, and the harness's kept-alive one
-          for (let i = 0; i < 6; i++) {
-            const exec = await docker(cli, g.dockerHost, ["exec", name, "echo", `hi-${i}`]);
-            expect(exec.stdout.trim(), exec.stderr).toBe(`hi-${i}`);
-            const refused = await fetch(`${g.url}/v1.41/containers/${uniq("none")}/attach?stream=1`, { method: "POST" });
-            expect(refused.status).toBe(404);
-            await refused.text();
-            // `Connection: close` is not the front's to serve: the full server answers it.
-            expect(await rawExchange(g.port, "GET /v1.41/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).toStartWith("HTTP/1.1 200");
-          }
-          await Bun.sleep(300);
-          // 18 more when each one was kept.
-          const open = await openConnections(g); // at most `before`: the harness's one may have gone idle and closed
-          expect({ runtime, open, leftOpen: open > before }).toEqual({ runtime, open, leftOpen: false });
-        } finally {
-          await g.stop();
-        }
+    await eachRuntimeBesideASleeper("leave", async (g, runtime, name) => {
+      const before = await openConnections(g); // this one, and the harness's kept-alive one
+      for (let i = 0; i < 6; i++) {
+        const exec = await docker(cli, g.dockerHost, ["exec", name, "echo", `hi-${i}`]);
+        expect(exec.stdout.trim(), exec.stderr).toBe(`hi-${i}`);
+        const refused = await fetch(`${g.url}/v1.41/containers/${uniq("none")}/attach?stream=1`, { method: "POST" });
+        expect(refused.status).toBe(404);
+        await refused.text();
+        // `Connection: close` is not the front's to serve: the full server answers it.
+        expect(await rawExchange(g.port, "GET /v1.41/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).toStartWith("HTTP/1.1 200");
       }
-    } finally {
-      await docker(cli, `tcp://${testEnv.hosts[0]}`, ["rm", "-f", name]);
-    }
+      await Bun.sleep(300);
+      // 18 more when each one was kept.
+      const open = await openConnections(g); // at most `before`: the harness's one may have gone idle and closed
+      expect({ runtime, open, leftOpen: open > before }).toEqual({ runtime, open, leftOpen: false });
+    });
   });
 });
 
