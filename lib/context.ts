@@ -3,6 +3,7 @@ import type { Cluster } from "./cluster/cluster.ts";
 import type { HostAddress } from "./cluster/host.ts";
 import type { Locator } from "./cluster/locator.ts";
 import type { Strategy } from "./cluster/scheduler.ts";
+import type { Wants } from "./cluster/wants.ts";
 import type { Store } from "./store/types.ts";
 import type { OpenWaits } from "./upstream/waits.ts";
 import type { Policy } from "./api/policy.ts";
@@ -39,6 +40,8 @@ export interface FlockerContext {
   cluster: Cluster;
   store: Store;
   locator: Locator;
+  /** Runs waiting for an image on a host (the `docker run` dance). */
+  wants: Wants;
   hooks: Hooks;
   strategy: Strategy;
   pull: PullMode;

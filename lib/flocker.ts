@@ -5,6 +5,7 @@ import { Cluster, type HostFetchFactory, compareVersions } from "./cluster/clust
 import { type HostAddress, parseHostAddress } from "./cluster/host.ts";
 import type { Host } from "./cluster/host.ts";
 import { Locator } from "./cluster/locator.ts";
+import { Wants } from "./cluster/wants.ts";
 import type { Strategy } from "./cluster/scheduler.ts";
 import type { FlockerContext, Hooks, PullMode } from "./context.ts";
 import { DockerError, errorResponse } from "./errors.ts";
@@ -111,6 +112,7 @@ export function buildFlocker(options: CoreOptions): Flocker {
     cluster,
     store,
     locator,
+    wants: new Wants(store),
     hooks,
     strategy: options.strategy ?? "spread",
     pull: options.pull ?? "client",

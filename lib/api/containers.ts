@@ -13,7 +13,7 @@ import { fanoutJson } from "../upstream/fanout.ts";
 import { listContainers } from "./container-list.ts";
 import { forward, forwardToAnyHealthy, hasBody } from "../upstream/forward.ts";
 import type { Located } from "../cluster/locator.ts";
-import { pullOnHost, WANT_PENDING, WANT_PULLED, WANT_TTL_SECONDS, wantKey } from "./images.ts";
+import { pullOnHost } from "./images.ts";
 
 /** The fields of a create body flocker reads; everything else passes through untouched. */
 const CreateBody = z.looseObject({
@@ -54,7 +54,7 @@ function conflict(name: string, holder: string) {
 
 export function containerRoutes(ctx: FlockerContext) {
   const app = new Hono();
-  const { cluster, store, locator } = ctx;
+  const { cluster, store, locator, wants } = ctx;
 
   /** Reserve a name flock-wide; a stale holder (removed behind our back) is cleared. Returns the token. */
   async function reserveName(name: string): Promise<string> {
@@ -143,10 +143,7 @@ export function containerRoutes(ctx: FlockerContext) {
     if (image) {
       // After the dance's pull, the retry goes where the image was pulled for it: a want marked
       // pulled (by this flocker or another one sharing the store), or one where the image now is.
-      const wants = await Promise.all(candidates.map(async (h) => ({ h, want: await store.get(wantKey(image, h)) })));
-      const ready = wants
-        .filter(({ h, want }) => want === WANT_PULLED || (want !== null && cluster.holdsImage(h, image)))
-        .map(({ h }) => h);
+      const ready = await wants.readyAmong(image, candidates, (h) => cluster.holdsImage(h, image));
       if (ready.length) candidates = ready;
     }
     const best = count(rankHosts(candidates, ctx.strategy, { holdsImage: (h) => !!image && cluster.holdsImage(h, image) })[0]);
@@ -191,13 +188,13 @@ export function containerRoutes(ctx: FlockerContext) {
         const answer = await res.json() as { Id: string };
         await locator.recordContainer(answer.Id, host, name);
         created = true;
-        if (body.Image) await store.delete(wantKey(body.Image, host));
+        if (body.Image) await wants.created(body.Image, host);
         return c.json(answer, 201);
       }
       if (res.status === 404 && body.Image) {
         // Image missing there: the CLI pulls next, and that pull must reach this host. Nothing else
         // is kept: the name is released below, and the retry is placed afresh (on a pulled host).
-        await store.set(wantKey(body.Image, host), WANT_PENDING, WANT_TTL_SECONDS);
+        await wants.missing(body.Image, host);
       }
       return res;
     } finally {

@@ -3,7 +3,6 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import type { FlockerContext, RegistryCredentials } from "../context.ts";
 import type { Host } from "../cluster/host.ts";
-import { normalizeImageRef } from "../cluster/cluster.ts";
 import { DockerError } from "../errors.ts";
 import { fanoutJson, messageOf, refusalOf } from "../upstream/fanout.ts";
 import { apiPrefixOf } from "./version.ts";
@@ -14,17 +13,6 @@ import { mergePrune } from "./prune.ts";
 import { importImage } from "./build.ts";
 
 type ImageSummary = Record<string, unknown> & { Id: string; RepoTags?: string[] | null; RepoDigests?: string[] | null };
-
-/**
- * "Image X is wanted on host H" lives this long: the CLI pulls right after the 404 and creates
- * again right after the pull (the TTL restarts when the pull succeeds). Short, so an abandoned
- * dance does not steer later pulls for long.
- */
-export const WANT_TTL_SECONDS = 120;
-export const wantKey = (image: string, host: Host) => `want:${normalizeImageRef(image)}:${host.name}`;
-/** Values of a want: the create got 404 there (the pull should go there), then the pull succeeded there. */
-export const WANT_PENDING = "pending";
-export const WANT_PULLED = "pulled";
 
 /** The reference a pull request names: `fromImage` plus `tag` (which may be a digest). */
 export function pullReference(fromImage: string, tag?: string): string {
@@ -97,7 +85,7 @@ function safeJson(text: string): unknown {
 
 export function imageRoutes(ctx: FlockerContext) {
   const app = new Hono();
-  const { cluster, store } = ctx;
+  const { cluster, store, wants } = ctx;
 
   app.get("/images/json", async (c) => {
     const query = new URL(c.req.url).search;
@@ -137,8 +125,7 @@ export function imageRoutes(ctx: FlockerContext) {
     const healthy = cluster.healthy();
     // The dance: go where a create just got 404 for this image (every such host: concurrent runs
     // may have been placed on different hosts). A plain `docker pull` (nobody waiting) goes everywhere.
-    const wants = await Promise.all(healthy.map(async (h) => (await store.get(wantKey(ref, h))) ? h : null));
-    const wanted = wants.filter((h): h is Host => h !== null);
+    const wanted = await wants.wantedAmong(ref, healthy);
     const targets = wanted.length ? wanted : healthy;
     if (!targets.length) throw new DockerError(503, "flocker: no Docker host is reachable");
     const headers: Record<string, string> = {};
@@ -166,9 +153,7 @@ export function imageRoutes(ctx: FlockerContext) {
         cluster.noteImage(host, ref);
         // Tell every flocker (shared store) that the retried create should come here. Awaited
         // before the stream ends: the CLI sends that create as soon as it has read the end.
-        if (wanted.includes(host) && (await store.get(wantKey(ref, host)))) {
-          await store.set(wantKey(ref, host), WANT_PULLED, WANT_TTL_SECONDS);
-        }
+        if (wanted.includes(host)) await wants.pulled(ref, host);
       },
     });
     return new Response(body, { status: 200, headers: { "content-type": "application/json" } });

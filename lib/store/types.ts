@@ -8,9 +8,10 @@
  * - `ctr:<id>`               -> `<host name>\t<container name>`  where a container lives (no TTL)
  * - `name:<name>`            -> container id, or `pending:<nonce>` while a create is in flight (TTL 120 s)
  * - `exec:<id>`              -> host name of an exec instance (TTL 24 h)
- * - `want:<image>:<host>`    -> `pending` once a create on that host got 404 for the image (the CLI
- *                               pulls next, and that pull goes there); `pulled` once the pull succeeded
- *                               there (the retried create goes there); deleted by that create (TTL 120 s)
+ * - `want:<image>:<host>`    -> `pending:<runs>` once creates on that host got 404 for the image (the CLI
+ *                               pulls next, and that pull goes there); `pulled:<runs>` once the pull
+ *                               succeeded there (the retried creates go there); each create there
+ *                               counts one run off, the last deletes it (TTL 120 s; lib/cluster/wants.ts)
  * - `image:<image>`          -> host name that built, loaded or committed an image tag (no registry has it)
  * - `vol:<name>`, `net:<name>` -> host name a named volume / user network lives on
  * - `netid:<id>`             -> network name (each host gives its copy of a network its own id)

@@ -176,6 +176,27 @@ describe("the pull dance (client mode)", () => {
     expect(retries.map((r) => r.status)).toEqual(names.map(() => 201));
   });
 
+
+  test("two runs that met on one host: the first retry to land there leaves the way for the second", async () => {
+    const { engines, call, flocker } = await flock(3);
+    // Both first creates reach h2 (as concurrent runs over few hosts can); the retries carry no
+    // constraint, so only the dance's state can bring the second one back to h2.
+    const onH2 = { Image: IMAGE, Env: ["constraint:node==h2"] };
+    engines[1].containers.push({ Id: "x1", Names: ["/x1"], Image: "busybox" });
+    await flocker.cluster.probeAll();
+    expect((await call("POST", "/containers/create?name=ra", onH2)).status).toBe(404);
+    expect((await call("POST", "/containers/create?name=rb", onH2)).status).toBe(404);
+    for (let i = 0; i < 2; i++) await (await call("POST", `/images/create?fromImage=${encodeURIComponent(IMAGE)}`)).text();
+    expect(engines.map((e) => e.pulls.length)).toEqual([0, 2, 0]);
+    const ra = await call("POST", "/containers/create?name=ra", { Image: IMAGE });
+    expect(ra.status).toBe(201);
+    expect(await flocker.store.get(`want:${IMAGE}:h2`)).toBe("pulled:1");
+    // h2 now runs two containers more than h1 and h3: spread alone would place rb on one of those, without the image.
+    const rb = await call("POST", "/containers/create?name=rb", { Image: IMAGE });
+    expect(rb.status).toBe(201);
+    expect(engines.map((e) => e.containers.length)).toEqual([0, 3, 0]);
+    expect(await flocker.store.get(`want:${IMAGE}:h2`)).toBeNull();
+  });
   test("a pull with no pending want goes to every host, layer ids kept distinct per host", async () => {
     const { engines, call } = await flock(3);
     const res = await call("POST", "/images/create?fromImage=registry.test%3A5000%2Fteam%2Fapp&tag=latest", undefined, {
