@@ -19,11 +19,10 @@ import { normalizeImageRef } from "./cluster.ts";
  * A want lives this long: the CLI pulls right after the 404 and creates again right after the
  * pull. Short, so an abandoned dance does not steer later runs for long.
  */
-export const WANT_TTL_SECONDS = 120;
+const WANT_TTL_SECONDS = 120;
 
-type State = "pending" | "pulled";
 interface Want {
-  state: State;
+  state: "pending" | "pulled";
   runs: number;
 }
 
@@ -49,15 +48,18 @@ export class Wants {
   }
 
   /** Which of `hosts` a run waits on for `image` (pulled there or not). */
-  async wantedAmong(image: string, hosts: Host[]): Promise<Host[]> {
-    const wants = await Promise.all(hosts.map((h) => this.#read(image, h)));
-    return hosts.filter((_, i) => wants[i] !== null);
+  wantedAmong(image: string, hosts: Host[]): Promise<Host[]> {
+    return this.#among(image, hosts, (w) => w !== null);
   }
 
   /** Which of `hosts` a waiting run should create on: pulled there, or the image is known there. */
-  async readyAmong(image: string, hosts: Host[], holds: (h: Host) => boolean): Promise<Host[]> {
+  readyAmong(image: string, hosts: Host[], holds: (h: Host) => boolean): Promise<Host[]> {
+    return this.#among(image, hosts, (w, h) => w?.state === "pulled" || (w !== null && holds(h)));
+  }
+
+  async #among(image: string, hosts: Host[], keep: (w: Want | null, h: Host) => boolean): Promise<Host[]> {
     const wants = await Promise.all(hosts.map((h) => this.#read(image, h)));
-    return hosts.filter((h, i) => wants[i]?.state === "pulled" || (wants[i] !== null && holds(h)));
+    return hosts.filter((h, i) => keep(wants[i], h));
   }
 
   async #read(image: string, host: Host): Promise<Want | null> {
