@@ -26,7 +26,7 @@
  */
 import process from "node:process";
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { freePort } from "../tests/ports.ts";
 import type { Subprocess } from "bun";
 
@@ -192,6 +192,38 @@ const fmtMs = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : ms >
 const fmtMB = (bytes: number) => `${(bytes / 1e6).toFixed(0)} MB`;
 const fmtRate = (bytes: number, ms: number) => `${(bytes / 1e6 / (ms / 1000)).toFixed(0)} MB/s`;
 const RT_NAME: Record<Runtime, string> = { bun: "Bun", deno: "Deno" };
+
+type Cpu = { user: number; sys: number };
+/**
+ * CPU a process has used so far, user and system, in ms (all its threads: /proc/PID/stat, in clock
+ * ticks of 10 ms). Wall times on a shared 2-core machine swing by a third from run to run; what a
+ * proxy itself burns per request or per copy is steadier, and it is what the engine and the CLI
+ * lose to it when the cores are busy.
+ */
+function cpuMs(pid: number): Cpu {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // from field 3 (state) on
+  return { user: Number(fields[11]) * 10, sys: Number(fields[12]) * 10 };
+}
+/** CPU (ms) `pid` used while `work` ran. */
+async function cpuDuring<T>(pid: number | undefined, work: () => Promise<T>): Promise<{ result: T; cpu?: Cpu }> {
+  const before = pid ? cpuMs(pid) : undefined;
+  const result = await work();
+  if (!pid || !before) return { result };
+  const after = cpuMs(pid);
+  return { result, cpu: { user: after.user - before.user, sys: after.sys - before.sys } };
+}
+const fmtCpu = (c: Cpu, unit: "us" | "ms") => {
+  const f = (x: number) => (unit === "us" ? `${x.toFixed(1)} µs` : `${Math.round(x)} ms`);
+  return `${f(c.user + c.sys)} (user ${f(c.user)}, sys ${f(c.sys)})`;
+};
+/** The median sample by total (user + sys), so that the two parts shown add up. */
+const medianCpu = (cs: Cpu[]): Cpu => {
+  const s = [...cs].sort((a, b) => a.user + a.sys - (b.user + b.sys));
+  return s[(s.length - 1) >> 1];
+};
+/** The dockerd of engine 1 (the one every benchmark talks to), for its own CPU per request. */
+const enginePid = () => Number(readFileSync(join(CFG.clusterDir, "e1", "pid"), "utf8").trim()) || undefined;
 
 // --------------------------------------------------------------------------------------- results
 
@@ -476,10 +508,11 @@ interface Ctx {
 
 async function benchRouted(ctx: Ctx) {
   const path = `/containers/${ctx.containerId}/json`;
-  const variants: { name: string; url: string }[] = [
-    ...ctx.flockers.map((f) => ({ name: f.label, url: f.url + path })),
-    { name: "direct", url: `http://${ctx.e1}${path}` },
-    { name: "HAProxy", url: ctx.haproxy!.url + path },
+  // pid: whose CPU per request is counted (direct: the engine's own, for scale).
+  const variants: { name: string; url: string; pid?: number }[] = [
+    ...ctx.flockers.map((f) => ({ name: f.label, url: f.url + path, pid: f.pid })),
+    { name: "direct", url: `http://${ctx.e1}${path}`, pid: enginePid() },
+    { name: "HAProxy", url: ctx.haproxy!.url + path, pid: ctx.haproxy!.proc.pid },
   ];
   // Every variant answers 200 for the container, then a short warm-up (JIT, connection pools).
   for (const v of variants) {
@@ -489,11 +522,13 @@ async function benchRouted(ctx: Ctx) {
     await wrk(v.url, "1s");
   }
   const got = new Map<string, Wrk[]>(variants.map((v) => [v.name, []]));
+  const cpu = new Map<string, Cpu[]>(variants.map((v) => [v.name, []]));
   for (let r = 0; r < CFG.rounds; r++) {
     for (const v of rotate(variants, r)) {
       ctx.flockers.forEach(checkAlive);
-      const w = await wrk(v.url);
+      const { result: w, cpu: used } = await cpuDuring(v.pid, () => wrk(v.url));
       got.get(v.name)!.push(w);
+      if (used) cpu.get(v.name)!.push({ user: (used.user * 1000) / w.requests, sys: (used.sys * 1000) / w.requests });
       log(`round ${r + 1}: ${v.name.padEnd(16)} ${fmtInt(w.rps).padStart(7)} req/s  p50 ${fmtMs(w.p50)}  p99 ${fmtMs(w.p99)}${w.errors.length ? "  " + w.errors.join(", ") : ""}`);
     }
   }
@@ -521,33 +556,54 @@ async function benchRouted(ctx: Ctx) {
     if (a.errs.length) notes.push(`${f.label} routed: wrk reported ${a.errs.join("; ")}`);
   }
   if (ha.errs.length) notes.push(`HAProxy routed: wrk reported ${ha.errs.join("; ")}`);
+  const perRequest = (name: string) => medianCpu(cpu.get(name)!);
+  const haCpu = perRequest("HAProxy");
+  const cpuBench = "CPU per routed request, the proxy process (user + sys; during the wrk runs above)";
+  for (const f of ctx.flockers) {
+    const c = perRequest(f.label);
+    ratioRow(cpuBench, `${f.label} / HAProxy`, fmtCpu(c, "us"), `HAProxy: ${fmtCpu(haCpu, "us")}; the engine itself (direct): ${fmtCpu(perRequest("direct"), "us")}`, (c.user + c.sys) / (haCpu.user + haCpu.sys), undefined);
+  }
 }
 
 interface CliVariant {
   name: string;
   dockerHost: string;
   flocker?: Flocker;
+  /** A proxy's process, whose CPU per run is counted. */
+  pid?: number;
 }
 
 function cliVariants(ctx: Ctx): CliVariant[] {
-  return [{ name: "direct", dockerHost: `tcp://${ctx.e1}` }, ...ctx.flockers.map((f) => ({ name: f.label, dockerHost: f.dockerHost, flocker: f }))];
+  return [{ name: "direct", dockerHost: `tcp://${ctx.e1}` }, ...ctx.flockers.map((f) => ({ name: f.label, dockerHost: f.dockerHost, flocker: f, pid: f.pid }))];
 }
 
 /** Run `measure` for every variant, ROUNDS times alternated; returns ms samples per variant. */
 async function alternate(variants: CliVariant[], perRound: number, what: string, measure: (v: CliVariant) => Promise<number>) {
   const got = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+  /** CPU (ms) each proxy used per run. */
+  const cpu = new Map<string, Cpu[]>(variants.map((v) => [v.name, []]));
   for (let r = 0; r < CFG.rounds; r++) {
     for (const v of rotate(variants, r)) {
       for (let k = 0; k < perRound; k++) {
         if (v.flocker) checkAlive(v.flocker);
-        const ms = await measure(v);
+        const { result: ms, cpu: used } = await cpuDuring(v.pid, () => measure(v));
         got.get(v.name)!.push(ms);
+        if (used) cpu.get(v.name)!.push(used);
         log(`round ${r + 1}: ${what} ${v.name.padEnd(16)} ${fmtMs(ms)}`);
       }
     }
   }
   for (const v of variants) samples.push(`${what} ${v.name}: ${got.get(v.name)!.map(fmtMs).join(", ")}`);
-  return got;
+  return { ms: got, cpu };
+}
+
+/** An info row: the CPU each proxy used per run (median), beside HAProxy's when it ran too. */
+function cpuRows(bench: string, ctx: Ctx, cpu: Map<string, Cpu[]>) {
+  const ha = cpu.get("HAProxy")?.length ? medianCpu(cpu.get("HAProxy")!) : undefined;
+  for (const f of ctx.flockers) {
+    const c = medianCpu(cpu.get(f.label)!);
+    ratioRow(`${bench}: CPU per run, the proxy process`, ha ? `${f.label} / HAProxy` : f.label, fmtCpu(c, "ms"), ha ? `HAProxy: ${fmtCpu(ha, "ms")}` : "", ha ? (c.user + c.sys) / (ha.user + ha.sys) : NaN, undefined);
+  }
 }
 
 /** Size of a file in the container, from the engine's archive stat header. */
@@ -560,7 +616,7 @@ async function sizeInContainer(ctx: Ctx, path: string): Promise<number> {
 
 async function benchCp(ctx: Ctx) {
   // The C proxy too, for reference: what any proxy's extra copy of the bytes costs on this machine.
-  const haproxy = ctx.haproxy && { name: "HAProxy", dockerHost: ctx.haproxy.url.replace(/^http:/, "tcp:") };
+  const haproxy = ctx.haproxy && { name: "HAProxy", dockerHost: ctx.haproxy.url.replace(/^http:/, "tcp:"), pid: ctx.haproxy.proc.pid };
   const variants = [...cliVariants(ctx), ...(haproxy ? [haproxy] : [])];
   const out = join(workDir, "cp-out");
   const outGot = await alternate(variants, 1, "cp out", async (v) => {
@@ -577,7 +633,7 @@ async function benchCp(ctx: Ctx) {
     if (size !== CFG.cpBytes) throw new Error(`docker cp in (${v.name}): container has ${size} bytes, want ${CFG.cpBytes}`);
     return r.ms;
   });
-  for (const [dir, got] of [["out", outGot], ["in", inGot]] as const) {
+  for (const [dir, { ms: got, cpu }] of [["out", outGot], ["in", inGot]] as const) {
     const bench = `\`docker cp\` ${dir} ${fmtMB(CFG.cpBytes)}`;
     const d = median(got.get("direct")!);
     for (const f of ctx.flockers) {
@@ -588,13 +644,14 @@ async function benchCp(ctx: Ctx) {
       const h = median(got.get(haproxy.name)!);
       ratioRow(bench, "HAProxy / direct (throughput)", `HAProxy: ${fmtMs(h)} (${fmtRate(CFG.cpBytes, h)})`, `direct: ${fmtMs(d)} (${fmtRate(CFG.cpBytes, d)})`, d / h, undefined);
     }
+    cpuRows(bench, ctx, cpu);
   }
 }
 
 async function benchExec(ctx: Ctx) {
   const variants = cliVariants(ctx);
   const script = `set -o pipefail; "$1" exec -i ${CONTAINER} cat < "$2" | wc -c`;
-  const got = await alternate(variants, 1, "exec -i cat", async (v) => {
+  const { ms: got, cpu } = await alternate(variants, 1, "exec -i cat", async (v) => {
     const r = await mustRun(`docker exec -i cat (${v.name})`, ["bash", "-c", script, "bash", CFG.docker, ctx.execFile], { env: dockerEnv(v.dockerHost) });
     const n = Number(r.stdout.trim());
     if (n !== CFG.execBytes) throw new Error(`docker exec -i cat (${v.name}): ${n} bytes came back, want ${CFG.execBytes}`);
@@ -606,6 +663,7 @@ async function benchExec(ctx: Ctx) {
     const m = median(got.get(f.label)!);
     ratioRow(bench, `${f.label} / direct (throughput)`, `${fmtMs(m)} (${fmtRate(CFG.execBytes, m)})`, `direct: ${fmtMs(d)} (${fmtRate(CFG.execBytes, d)})`, d / m, { op: ">=", x: 0.9 });
   }
+  cpuRows(bench, ctx, cpu);
 }
 
 async function timedGet(url: string, expectItems?: number): Promise<number> {
@@ -692,7 +750,7 @@ async function benchPs3(ctx: Ctx) {
 
 async function benchRun(ctx: Ctx) {
   const variants = cliVariants(ctx);
-  const got = await alternate(variants, CFG.runPerRound, "run --rm true", async (v) => {
+  const { ms: got } = await alternate(variants, CFG.runPerRound, "run --rm true", async (v) => {
     const r = await mustRun(`docker run --rm (${v.name})`, [CFG.docker, "run", "--rm", ctx.image, "true"], { env: dockerEnv(v.dockerHost), timeoutMs: 120_000 });
     return r.ms;
   });
@@ -984,7 +1042,7 @@ async function main(): Promise<number> {
   let failure: unknown;
   try {
     const vars = await clusterUp();
-    workDir = mkdtempSync("/tmp/fkbench-w-");
+    workDir = mkdtempSync(join(dirname(CFG.clusterDir), "fkbench-w-"));
     mkdirSync(join(workDir, "dcfg"), { mode: 0o700 });
     writeFileSync(join(workDir, "dcfg", "config.json"), "{}");
     const hosts = vars.FLOCKER_TEST_HOSTS.split(",");
