@@ -14,6 +14,7 @@ import type { Host } from "../cluster/host.ts";
 import { STATUS_CODES } from "node:http";
 import { noteAppRequest, noteStreamed } from "./memory.ts";
 import { DenoStream } from "./deno/socket.ts";
+import { BunStream } from "./bun/socket.ts";
 
 /** Largest request head accepted (docker's own limit is 1 MiB; a CLI head is < 1 KiB). */
 const MAX_HEAD = 64 * 1024;
@@ -861,11 +862,13 @@ function endAndClose(socket: Spliceable) {
 }
 
 /**
- * On Deno, a socket whose reads only pass on to another Deno socket reads into reused buffers
- * (DenoStream.lend); `to` undefined ends that.
+ * A socket whose reads only pass on to another socket of the same runtime lends its chunks: under
+ * Deno it reads into reused buffers (DenoStream.lend), under Bun each chunk is released as soon as
+ * it is written (BunStream.lend). `to` undefined ends that.
  */
 function lend(from: Spliceable, to: Spliceable | undefined) {
   if (from instanceof DenoStream) from.lend = to instanceof DenoStream;
+  else if (from instanceof BunStream) from.lend = to instanceof BunStream;
 }
 
 /**
@@ -890,7 +893,7 @@ async function hijack(front: Front, socket: StreamSocket, buffered: Buffer, path
 /** Copy both ways, keeping half-close: the client's EOF reaches the engine, the rest of the output still comes back. */
 export function splice(socket: Spliceable, upstream: Spliceable) {
   const forward = (from: Spliceable, to: Spliceable) => {
-    lend(from, to); // Deno: reused buffers, none per chunk
+    lend(from, to); // no buffer per chunk left to the collector
     from.on("data", (chunk: Buffer) => {
       noteStreamed(chunk.length);
       if (!to.write(chunk)) {

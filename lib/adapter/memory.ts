@@ -2,10 +2,12 @@
  * Runtime glue: keep memory flat while bytes stream through. Every chunk read from a socket is a
  * fresh buffer whose memory lives outside the JavaScript heap; the collector only sees the small
  * wrapper objects, so at a gigabyte per ten seconds garbage piles up long before a collection runs
- * by itself (through node:net, Deno grew to 400 MB during a 1 GB `docker exec`; under Deno, bytes
- * that only pass through, hijacks and fast-path bodies, now reuse two buffers, see ./deno/socket.ts). The front counts the bytes it
- * carries (hijacked streams, fast-path bodies); every few megabytes it looks at the resident size,
- * and only past a soft limit asks for a collection: one costs 5-30 ms, so collecting on a fixed
+ * by itself (through node:net, Deno grew to 400 MB during a 1 GB `docker exec`). Bytes that only
+ * pass through (hijacks, fast-path bodies) no longer leave such garbage: under Deno they reuse two
+ * buffers (./deno/socket.ts), under Bun each chunk is released once written (./bun/socket.ts). What
+ * remains (a chunk a slow reader queued, TLS, the app's own streams) is why this stays. The front
+ * counts the bytes it carries; every few megabytes it looks at the resident size, and only past a
+ * soft limit asks for a collection: one costs 5-30 ms, so collecting on a fixed
  * schedule would cost a tenth of the throughput or more (measured on `docker cp` in). Once the
  * streams have gone quiet for a second, it collects once more, when that costs nobody anything.
  */

@@ -307,13 +307,15 @@ for (const runtime of RUNTIMES) {
     });
 
     test("ps --filter since/before and ps -l / -n over hosts: as one engine orders them", async () => {
-      // q1 (running), q2 (created), q3 (running), q4 (created), spread over the hosts.
+      // q1 (running), q2 (created), q3 (running), q4 (created), one host after the other (pinned:
+      // spread alone follows container counts that earlier tests may have left uneven).
       const names = [1, 2, 3, 4].map((i) => `${prefix}-q${i}`);
       for (const [i, name] of names.entries()) {
-        const r = await run(i % 2 ? ["create", "--name", name, testEnv.image, "true"] : ["run", "-d", "--name", name, testEnv.image, "sleep", "60"]);
+        const pin = ["--name", name, "-e", `constraint:node==${testEnv.hosts[i % testEnv.hosts.length]}`, testEnv.image];
+        const r = await run(i % 2 ? ["create", ...pin, "true"] : ["run", "-d", ...pin, "sleep", "60"]);
         expect(r.code, r.stderr).toBe(0);
       }
-      expect(new Set(await Promise.all(names.map(hostOf))).size).toBeGreaterThan(1);
+      expect(new Set(await Promise.all(names.map(hostOf))).size).toBe(Math.min(4, testEnv.hosts.length));
       const ps = async (...args: string[]) => {
         const r = await run(["ps", ...args, "--filter", `name=${prefix}-q`, "--format", "{{.Names}}"]);
         expect(r.code, r.stderr).toBe(0);

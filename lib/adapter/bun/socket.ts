@@ -12,6 +12,10 @@ type Native = any; // Bun.Socket<BunStream>: typed loosely, this file is only lo
 // deno-lint-ignore no-explicit-any
 const Bun = (globalThis as any).Bun;
 
+/** While a lending socket's "data" listeners run: the chunk's memory, and whether a write kept a view of it. */
+let lent: ArrayBufferLike | undefined;
+let kept = false;
+
 /** A Bun socket behind node:net's event and method names (data/end/close/error/drain). */
 export class BunStream extends EventEmitter implements StreamSocket {
   #socket?: Native;
@@ -24,6 +28,14 @@ export class BunStream extends EventEmitter implements StreamSocket {
   #writeDone = false;
   #closed = false;
   writableEnded = false;
+  /**
+   * Every chunk Bun reads is a fresh buffer, left to the collector: at hundreds of MB/s that is
+   * a full collection every ~30 MB and a page fault per 4 KB the allocator hands back and takes
+   * again. A lending socket's listeners keep nothing of a chunk (they copy what they keep) and
+   * only pass it to another BunStream: once they return, the chunk's memory is released at once
+   * (detached), unless that write had to queue part of it.
+   */
+  lend = false;
 
   attach(socket: Native) {
     this.#socket = socket;
@@ -42,13 +54,18 @@ export class BunStream extends EventEmitter implements StreamSocket {
     const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk; // utf-8, as node:net
     if (!bytes.length) return !this.#queue.length;
     if (!this.#socket || this.#queue.length) {
-      this.#queue.push(bytes);
+      this.#keep(bytes);
       return false;
     }
     const n = this.#socket.write(bytes);
     if (n >= bytes.length) return true;
-    this.#queue.push(n > 0 ? bytes.subarray(n) : bytes);
+    this.#keep(n > 0 ? bytes.subarray(n) : bytes);
     return false;
+  }
+
+  #keep(bytes: Uint8Array) {
+    if (lent && bytes.buffer === lent) kept = true;
+    this.#queue.push(bytes);
   }
 
   /** Half-close: FIN once everything queued is out; reading goes on. */
@@ -124,7 +141,17 @@ export class BunStream extends EventEmitter implements StreamSocket {
       (socket.data as BunStream).attach(socket);
     },
     data(socket: Native, chunk: Buffer) {
-      (socket.data as BunStream).emit("data", chunk);
+      const stream = socket.data as BunStream;
+      const whole = chunk.byteOffset === 0 && chunk.buffer.byteLength === chunk.length;
+      if (!stream.lend || !whole) return void stream.emit("data", chunk);
+      lent = chunk.buffer;
+      kept = false;
+      try {
+        stream.emit("data", chunk);
+      } finally {
+        lent = undefined;
+      }
+      if (!kept) (chunk.buffer as ArrayBuffer).transfer(0); // detached: its memory goes back now
     },
     drain(socket: Native) {
       (socket.data as BunStream).#flush();
