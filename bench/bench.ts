@@ -247,7 +247,8 @@ function ratioRow(bench: string, variant: string, value: string, baseline: strin
     variant,
     value,
     baseline,
-    ratio: Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : "n/a",
+    // A miss that two decimals would round onto the target shows a third one (0.995x, not 1.00x).
+    ratio: Number.isFinite(ratio) ? `${ratio.toFixed(ok === false && Number(ratio.toFixed(2)) === target!.x ? 3 : 2)}x` : "n/a",
     target: target ? `${target.op} ${target.x.toFixed(1)}x` : "(info)",
     result: ok === undefined ? "-" : Number.isFinite(ratio) && ok ? "PASS" : "MISS",
   });
