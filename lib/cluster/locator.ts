@@ -151,7 +151,7 @@ export class Locator {
   }
 
   async recordExec(id: string, host: Host) {
-    await this.store.set(`exec:${id}`, host.name, 24 * 3600);
+    await this.store.set(`exec:${id}`, host.name, EXEC_TTL_SECONDS);
   }
 
   async exec(ref: string): Promise<Host> {
@@ -169,3 +169,12 @@ export class Locator {
     return found.host;
   }
 }
+
+/**
+ * How long an exec instance's host is kept. An engine forgets a finished exec within minutes
+ * (dockerd 20.10 here: `GET /exec/ID/json` answered 404 some 15 minutes after it exited), so a
+ * day's worth of records (one per `docker exec`, the key a CI runner or a monitor makes all day)
+ * only took memory, or Redis. An exec that runs longer is found by asking the hosts once, then
+ * recorded again.
+ */
+const EXEC_TTL_SECONDS = 3600;

@@ -361,6 +361,10 @@ describe("two flocker processes over one Redis (A: Bun, B: Deno)", () => {
     expect((await redis.get(`${prefix}ctr:${id}`))?.split("\t")[0]).toBe(where!);
     expect(await redis.get(`${prefix}name:${name}`)).toBe(id);
     expect(await redis.get(`${prefix}exec:${execId}`)).toBe(where!);
+    // Kept an hour: engines forget finished execs within minutes, and records are one per exec.
+    const ttl = await redis.ttl(`${prefix}exec:${execId}`);
+    expect(ttl).toBeGreaterThan(3500);
+    expect(ttl).toBeLessThanOrEqual(3600);
 
     f = await start("bun", redisEnv());
     expect((await api(f, "GET", `/exec/${execId}/json`)).status).toBe(200);
