@@ -8,26 +8,30 @@ import tls from "node:tls";
 import { type Host, newHostStatus, parseHostAddress } from "../cluster/host.ts";
 import type { EngineTls } from "./host-fetch.ts";
 import { Front, type FrontBackend, splice, type StreamSocket } from "./front.ts";
-import { connectBun, listenBun } from "./bun/socket.ts";
+import { connectBun, listenBun, type ServerTls } from "./bun/socket.ts";
 import { connectDeno, listenDeno } from "./deno/socket.ts";
 
 export type Address = { host: string; port: number } | { path: string };
 
 export interface NativeSockets {
   /** `reusePort`: several threads listen on one TCP port, the kernel spreads connections over them. */
-  listen: (a: Address, accept: (s: StreamSocket) => void, reusePort?: boolean) => { port?: number; stop: () => void };
+  listen: (a: Address, accept: (s: StreamSocket) => void, reusePort?: boolean, tls?: ServerTls) => { port?: number; stop: () => void };
   connect: (a: Address) => StreamSocket;
+  /** Whether `listen` serves TLS clients too (with client certificates, as dockerd --tlsverify). */
+  tls: boolean;
 }
 
 export const native: NativeSockets | undefined = "Bun" in globalThis
   ? {
-    listen: (a, accept, reusePort) => listenBun("path" in a ? { unix: a.path } : { hostname: a.host, port: a.port }, accept, reusePort),
+    listen: (a, accept, reusePort, tls) => listenBun("path" in a ? { unix: a.path } : { hostname: a.host, port: a.port }, accept, reusePort, tls),
     connect: (a) => connectBun("path" in a ? { unix: a.path } : { hostname: a.host, port: a.port }),
+    tls: true,
   }
   : "Deno" in globalThis
   ? {
     listen: (a, accept, reusePort) => listenDeno("path" in a ? a : { hostname: a.host, port: a.port }, accept, reusePort),
     connect: (a) => connectDeno("path" in a ? a : { hostname: a.host, port: a.port }),
+    tls: false, // Deno.listenTls asks no client certificate: node:tls serves TLS there
   }
   : undefined;
 

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { connect, createServer, type Server, type Socket } from "node:net";
+import { connect as connectTls } from "node:tls";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
@@ -501,6 +502,16 @@ describe("security", () => {
         expect(run.stdout).toBe("over-tls\n");
         const anon = await docker(cli, `tcp://127.0.0.1:${port}`, ["--tls", "--tlscacert", join(dir, "ca.pem"), "ps"]);
         expect(anon.code).not.toBe(0);
+        // A client that offers h2 too (curl, browsers, some SDKs) is answered in HTTP/1.1: hijacking needs it.
+        const alpn = await new Promise<string | false>((resolve, reject) => {
+          const read = (p: string) => readFileSync(join(dir, p), "utf8");
+          const s = connectTls({ host: "127.0.0.1", port, ca: read("ca.pem"), cert: read("client/cert.pem"), key: read("client/key.pem"), ALPNProtocols: ["h2", "http/1.1"] }, () => {
+            resolve(s.alpnProtocol);
+            s.end();
+          });
+          s.on("error", reject);
+        });
+        expect(alpn).toBe("http/1.1");
       } finally {
         await f.stop();
       }

@@ -175,15 +175,21 @@ export class BunStream extends EventEmitter implements StreamSocket {
 }
 
 export type BunAddress = { hostname: string; port: number } | { unix: string };
+/** ALPN in its wire form (length-prefixed): HTTP/1.1 only, never h2 (hijacking needs HTTP/1.1). */
+const ALPN_HTTP1 = new Uint8Array([8, ...new TextEncoder().encode("http/1.1")]);
+/** TLS for clients (PEM). */
+export type ServerTls = { cert: string; key: string; ca?: string };
 
 /**
  * Accept connections with Bun.listen; `accept` gets each as a BunStream. `reusePort`: several
  * threads listen on one port and the kernel spreads connections over them.
  */
-export function listenBun(address: BunAddress, accept: (socket: BunStream) => void, reusePort = false): { port?: number; stop: () => void } {
+export function listenBun(address: BunAddress, accept: (socket: BunStream) => void, reusePort = false, tls?: ServerTls): { port?: number; stop: () => void } {
   const listener = Bun.listen({
     ...address,
     ...(reusePort && { reusePort: true }),
+    // With a CA, like dockerd --tlsverify: a client without a certificate it signed is refused.
+    ...(tls && { tls: { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: !!tls.ca, rejectUnauthorized: !!tls.ca, ALPNProtocols: ALPN_HTTP1 } }),
     allowHalfOpen: true,
     socket: {
       ...BunStream.handlers,
