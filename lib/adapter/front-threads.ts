@@ -8,6 +8,7 @@
 import type { Flocker, PassRoute } from "../flocker.ts";
 import type { Host, HostAddress } from "../cluster/host.ts";
 import type { EngineTls } from "./host-fetch.ts";
+import type { ServerTls } from "./bun/socket.ts";
 import { collectIfDirty, noteAppRequest, onCollectUnderPressure } from "./memory.ts";
 
 export interface ThreadInit {
@@ -15,6 +16,8 @@ export interface ThreadInit {
   /** The unix socket of the full HTTP server (node:http + app) on the Flocker's thread. */
   apiPath: string;
   engineTls?: EngineTls;
+  /** TLS for clients, when the server serves TLS (each thread's listener does the handshakes). */
+  tls?: ServerTls;
 }
 
 /** An answer crossing threads. */

@@ -198,7 +198,7 @@ function start(init: ThreadInit, generation: number, noteFrom: number): RemoteBa
     backend.noteConnection(1, 0);
     socket.on("close", () => backend.noteConnection(0, 1));
     front.accept(socket);
-  }, true);
+  }, true, init.tls);
   return backend;
 }
 

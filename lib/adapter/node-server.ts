@@ -130,14 +130,14 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
   const listen = async (): Promise<RunningServer> => {
     if (native && (!options.tls || native.tls)) {
       // More front threads: each listens on the same TCP port (SO_REUSEPORT) and asks this thread
-      // for routes; the kernel spreads the connections. TLS clients are served by this thread.
+      // for routes; the kernel spreads the connections (and, serving TLS, their handshakes).
       const threads = options.threads ?? ("Bun" in globalThis ? Math.min(4, navigator.hardwareConcurrency || 1) : 1);
-      const more = "path" in options.listen || options.tls ? 0 : Math.max(0, threads - 1);
+      const more = "path" in options.listen ? 0 : Math.max(0, threads - 1);
       if (more > 0 && !("path" in options.listen) && options.listen.port !== 0) await assertPortFree(options.listen);
       const listener = native.listen(options.listen, accept, more > 0, options.tls);
       const address = "path" in options.listen ? `unix://${options.listen.path}` : `${options.listen.host}:${listener.port}`;
       if (more > 0 && !("path" in options.listen)) {
-        frontThreads = new FrontThreads(flocker, { listen: { host: options.listen.host, port: listener.port! }, apiPath: inner, engineTls: options.engineTls });
+        frontThreads = new FrontThreads(flocker, { listen: { host: options.listen.host, port: listener.port! }, apiPath: inner, engineTls: options.engineTls, tls: options.tls });
         await frontThreads.start(more);
       }
       return { server, address, close: () => closeAll(() => listener.stop()) };

@@ -476,7 +476,7 @@ describe("security", () => {
     await f.stop();
   });
 
-  test("mTLS like dockerd --tlsverify: the CLI with a signed certificate works (exec -i too), without one it is refused", async () => {
+  test("mTLS like dockerd --tlsverify: the CLI with a signed certificate works (exec -i too), without one it is refused; HTTP/1.1 on every front thread", async () => {
     const dir = tempDir("flk-tls-");
     try {
       const sh = (cmd: string) => {
@@ -512,6 +512,18 @@ describe("security", () => {
           s.on("error", reject);
         });
         expect(alpn).toBe("http/1.1");
+        // Under Bun every front thread does TLS handshakes: fresh connections land on each of them.
+        const read = (p: string) => readFileSync(join(dir, p), "utf8");
+        const tlsFetch = (path: string) =>
+          fetch(`https://127.0.0.1:${port}${path}`, { headers: { Connection: "close" }, tls: { ca: read("ca.pem"), cert: read("client/cert.pem"), key: read("client/key.pem") } } as RequestInit);
+        const listeners = () => spawnSync("ss", ["-Hltn", `sport = :${port}`], { encoding: "utf8" }).stdout.trim().split("\n").length;
+        for (const deadline = Date.now() + 10_000; listeners() < 2 && Date.now() < deadline;) await Bun.sleep(100);
+        for (let i = 0; i < 24; i++) expect(await (await tlsFetch("/_ping")).text()).toBe("OK");
+        await Bun.sleep(100); // the second thread reports in batches
+        const metrics = await (await tlsFetch("/_flocker/metrics")).text();
+        for (const thread of ["0", "1"]) {
+          expect(Number(new RegExp(`flocker_front_connections_total\\{thread="${thread}"\\} (\\d+)`).exec(metrics)?.[1] ?? 0)).toBeGreaterThan(0);
+        }
       } finally {
         await f.stop();
       }
