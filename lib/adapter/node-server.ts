@@ -14,6 +14,7 @@ import type { Flocker } from "../flocker.ts";
 import type { EngineTls } from "./host-fetch.ts";
 import { splice, statusLine, type StreamSocket } from "./front.ts";
 import { dial, frontOver, native } from "./native.ts";
+import type { ServerTls } from "./bun/socket.ts";
 import { FrontThreads } from "./front-threads.ts";
 import { noteAppRequest } from "./memory.ts";
 
@@ -22,7 +23,7 @@ export type Listen = { host: string; port: number } | { path: string };
 export interface ServeOptions {
   listen: Listen;
   /** TLS for clients, like dockerd's --tlsverify when `ca` is given. */
-  tls?: { cert: string; key: string; ca?: string };
+  tls?: ServerTls;
   /** Client certificates for `https://` engines. */
   engineTls?: EngineTls;
   /**

@@ -142,8 +142,7 @@ export class BunStream extends EventEmitter implements StreamSocket {
     },
     data(socket: Native, chunk: Buffer) {
       const stream = socket.data as BunStream;
-      const whole = chunk.byteOffset === 0 && chunk.buffer.byteLength === chunk.length;
-      if (!stream.lend || !whole) return void stream.emit("data", chunk);
+      if (!stream.lend || chunk.byteOffset !== 0 || chunk.buffer.byteLength !== chunk.length) return void stream.emit("data", chunk);
       lent = chunk.buffer;
       kept = false;
       try {
