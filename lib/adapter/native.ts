@@ -1,6 +1,6 @@
 /**
  * Runtime glue: the runtime's own sockets, where it has them (Bun's, Deno's; Node keeps node:net),
- * engines dialled over them (TLS engines over node:tls), and the front built on both. Used by the
+ * engines dialled over them (TLS engines too), and the front built on both. Used by the
  * server's thread and by its other front threads alike.
  */
 import net from "node:net";
@@ -16,7 +16,8 @@ export type Address = { host: string; port: number } | { path: string };
 export interface NativeSockets {
   /** `reusePort`: several threads listen on one TCP port, the kernel spreads connections over them. */
   listen: (a: Address, accept: (s: StreamSocket) => void, reusePort?: boolean, tls?: ServerTls) => { port?: number; stop: () => void };
-  connect: (a: Address) => StreamSocket;
+  /** With `tls`: over TLS (a tcp address), the server's certificate checked. */
+  connect: (a: Address, tls?: EngineTls) => StreamSocket;
   /** Whether `listen` serves TLS clients too (with client certificates, as dockerd --tlsverify). */
   tls: boolean;
 }
@@ -24,20 +25,20 @@ export interface NativeSockets {
 export const native: NativeSockets | undefined = "Bun" in globalThis
   ? {
     listen: (a, accept, reusePort, tls) => listenBun("path" in a ? { unix: a.path } : { hostname: a.host, port: a.port }, accept, reusePort, tls),
-    connect: (a) => connectBun("path" in a ? { unix: a.path } : { hostname: a.host, port: a.port }),
+    connect: (a, tls) => connectBun("path" in a ? { unix: a.path } : { hostname: a.host, port: a.port }, tls),
     tls: true,
   }
   : "Deno" in globalThis
   ? {
     listen: (a, accept, reusePort) => listenDeno("path" in a ? a : { hostname: a.host, port: a.port }, accept, reusePort),
-    connect: (a) => connectDeno("path" in a ? a : { hostname: a.host, port: a.port }),
+    connect: (a, tls) => connectDeno("path" in a ? a : { hostname: a.host, port: a.port }, tls),
     tls: false, // Deno.listenTls asks no client certificate: node:tls serves TLS there
   }
   : undefined;
 
-/** A raw connection to an engine: tcp or unix on the runtime's sockets, TLS on node:tls. */
+/** A raw connection to an engine: on the runtime's sockets (TLS too), else on node:net/node:tls. */
 export function dial(host: Host, engineTls?: EngineTls): StreamSocket {
-  if (native && !host.tls) return native.connect(host.dial);
+  if (native) return native.connect(host.dial, host.tls ? engineTls ?? {} : undefined);
   if ("path" in host.dial) return net.connect({ path: host.dial.path, allowHalfOpen: true });
   if (host.tls) {
     return tls.connect({

@@ -1,10 +1,15 @@
 /**
  * The Bun sockets under the front (lib/adapter/bun/socket.ts): a chunk that only passes from one
  * BunStream to another is released as soon as it is written, and one the kernel could not take at
- * once (queued behind a slow reader) is kept until it has gone out.
+ * once (queued behind a slow reader) is kept until it has gone out. Engines over TLS are dialled on
+ * them too: the engine's certificate is checked, a client certificate shown.
  */
 import { expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { type BunStream, connectBun, listenBun } from "../../lib/adapter/bun/socket.ts";
 import { splice } from "../../lib/adapter/front.ts";
 
@@ -65,4 +70,50 @@ test("a spliced stream releases each chunk once written, and keeps the ones a sl
   // bytes arrived intact above), so both kinds are there.
   expect(released).toBeGreaterThan(0);
   expect(keptWhole).toBeGreaterThan(0);
+});
+
+test("TLS to a server that wants a client certificate: round trip with the right CA; the wrong CA is an error, not a hang", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "flk-socktls-"));
+  try {
+    const sh = (cmd: string) => {
+      const r = spawnSync("sh", ["-c", cmd], { cwd: dir });
+      if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
+    };
+    for (const ca of ["ca", "other"]) sh(`openssl req -x509 -newkey rsa:2048 -nodes -keyout ${ca}-key.pem -out ${ca}.pem -days 1 -subj /CN=${ca} 2>/dev/null`);
+    writeFileSync(join(dir, "server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+    writeFileSync(join(dir, "client.ext"), "extendedKeyUsage=clientAuth\n");
+    for (const who of ["server", "client"]) {
+      sh(`openssl req -newkey rsa:2048 -nodes -keyout ${who}-key.pem -out ${who}.csr -subj /CN=${who} 2>/dev/null`);
+      sh(`openssl x509 -req -in ${who}.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out ${who}.pem -days 1 -extfile ${who}.ext 2>/dev/null`);
+    }
+    const pem = (f: string) => readFileSync(join(dir, f), "utf8");
+    // An echo server that, like dockerd --tlsverify, refuses clients without a certificate it signed.
+    const server = listenBun({ hostname: "127.0.0.1", port: 0 }, (s: BunStream) => {
+      s.on("data", (chunk: Buffer) => s.write(Buffer.from(chunk)));
+      s.on("end", () => s.end());
+    }, false, { cert: pem("server.pem"), key: pem("server-key.pem"), ca: pem("ca.pem") });
+    const address = { hostname: "127.0.0.1", port: server.port! };
+    const talk = (tls: { ca?: string; cert?: string; key?: string }) =>
+      new Promise<{ echoed: number; error?: Error }>((resolve) => {
+        const payload = randomBytes(4 * 1024 * 1024);
+        const s = connectBun(address, tls);
+        let echoed = 0;
+        let error: Error | undefined;
+        s.on("data", (chunk: Buffer) => (echoed += chunk.length));
+        s.on("error", (err: Error) => (error = err));
+        s.on("end", () => s.end());
+        s.on("close", () => resolve({ echoed, error }));
+        s.write(payload); // before the handshake: queued until it is done
+        s.end();
+      });
+    const good = await talk({ ca: pem("ca.pem"), cert: pem("client.pem"), key: pem("client-key.pem") });
+    expect(good.error).toBeUndefined();
+    expect(good.echoed).toBe(4 * 1024 * 1024);
+    const wrongCa = await talk({ ca: pem("other.pem"), cert: pem("client.pem"), key: pem("client-key.pem") });
+    expect(wrongCa.echoed).toBe(0);
+    expect(String(wrongCa.error)).toMatch(/verify|certificate|UNABLE/i);
+    server.stop();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -6,6 +6,7 @@
  */
 import { EventEmitter } from "node:events";
 import type { StreamSocket } from "../front.ts";
+import type { EngineTls } from "../host-fetch.ts";
 
 // deno-lint-ignore no-explicit-any
 type Native = any; // Bun.Socket<BunStream>: typed loosely, this file is only loaded under Bun.
@@ -202,9 +203,24 @@ export function listenBun(address: BunAddress, accept: (socket: BunStream) => vo
   return { port: listener.port, stop: () => listener.stop(true) };
 }
 
-/** Connect with Bun.connect; writes made before the connection opens are queued. */
-export function connectBun(address: BunAddress): BunStream {
+/** A TLS handshake that failed: Bun closes the socket (rejectUnauthorized) without saying why. */
+function handshake(socket: Native, ok: boolean, err?: Error) {
+  const stream = socket.data as BunStream;
+  if (!ok && stream.listenerCount("error")) stream.emit("error", err ?? new Error("TLS handshake failed"));
+}
+
+/**
+ * Connect with Bun.connect (with `tls`: over TLS, as the docker CLI talks to a --tlsverify
+ * engine); writes made before the connection opens, or before its handshake, are queued.
+ */
+export function connectBun(address: BunAddress, tls?: EngineTls): BunStream {
   const stream = new BunStream();
-  Bun.connect({ ...address, allowHalfOpen: true, data: stream, socket: BunStream.handlers }).catch(() => {});
+  Bun.connect({
+    ...address,
+    ...(tls && { tls: { ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: true, ALPNProtocols: ALPN_HTTP1 } }),
+    allowHalfOpen: true,
+    data: stream,
+    socket: tls ? { ...BunStream.handlers, handshake } : BunStream.handlers,
+  }).catch(() => {});
   return stream;
 }

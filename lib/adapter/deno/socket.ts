@@ -8,6 +8,7 @@
 import { EventEmitter } from "node:events";
 import { Buffer } from "node:buffer";
 import type { StreamSocket } from "../front.ts";
+import type { EngineTls } from "../host-fetch.ts";
 
 // deno-lint-ignore no-explicit-any
 type Conn = any; // Deno.Conn: typed loosely, this file is only loaded under Deno.
@@ -233,10 +234,16 @@ export function listenDeno(address: DenoAddress, accept: (socket: DenoStream) =>
   return { port: listener.addr.port, stop: () => listener.close() };
 }
 
-/** Connect with Deno.connect; writes made before the connection opens are queued. */
-export function connectDeno(address: DenoAddress): DenoStream {
+/**
+ * Connect with Deno.connect (with `tls`: Deno.connectTls, as the docker CLI talks to a
+ * --tlsverify engine); writes made before the connection opens are queued.
+ */
+export function connectDeno(address: DenoAddress, tls?: EngineTls): DenoStream {
   const stream = new DenoStream();
-  Deno.connect(denoAddress(address)).then(
+  const connecting = tls && !("path" in address)
+    ? Deno.connectTls({ ...address, caCerts: tls.ca ? [tls.ca] : undefined, cert: tls.cert, key: tls.key, alpnProtocols: ["http/1.1"] })
+    : Deno.connect(denoAddress(address));
+  connecting.then(
     (conn: Conn) => stream.attach(conn),
     (err: Error) => {
       if (stream.listenerCount("error")) stream.emit("error", err);
