@@ -7,7 +7,8 @@ import net from "node:net";
 import tls from "node:tls";
 import { type Host, newHostStatus, parseHostAddress } from "../cluster/host.ts";
 import type { EngineTls } from "./host-fetch.ts";
-import { Front, type FrontBackend, splice, type StreamSocket } from "./front.ts";
+import { Front, type FrontBackend, type StreamSocket } from "./front.ts";
+import { splice } from "./splice.ts";
 import { connectBun, listenBun, type ServerTls } from "./bun/socket.ts";
 import { connectDeno, listenDeno } from "./deno/socket.ts";
 

@@ -1,10 +1,10 @@
 /**
- * The front's message framing (lib/adapter/front.ts): it must find where each response or request
+ * The front's message framing (lib/adapter/http1.ts): it must find where each response or request
  * body ends, byte-exactly, however the bytes are split across reads, so that keep-alive
  * connections stay in step and nothing of the next message is swallowed.
  */
 import { describe, expect, test } from "bun:test";
-import { Framing, headEnd } from "../../lib/adapter/front.ts";
+import { Framing, headEnd } from "../../lib/adapter/http1.ts";
 
 const enc = (s: string) => Buffer.from(s, "latin1");
 

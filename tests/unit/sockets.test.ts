@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type BunStream, connectBun, listenBun } from "../../lib/adapter/bun/socket.ts";
-import { splice } from "../../lib/adapter/front.ts";
+import { splice } from "../../lib/adapter/splice.ts";
 
 test("a spliced stream releases each chunk once written, and keeps the ones a slow reader queued", async () => {
   const payload = randomBytes(48 * 1024 * 1024);
