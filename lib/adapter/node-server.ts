@@ -15,6 +15,7 @@ import type { EngineTls } from "./host-fetch.ts";
 import type { StreamSocket } from "./front.ts";
 import { statusLine } from "./http1.ts";
 import { splice } from "./splice.ts";
+import { DenoTlsStream } from "./deno/socket.ts";
 import { dial, frontOver, native } from "./native.ts";
 import type { ServerTls } from "./bun/socket.ts";
 import { FrontThreads } from "./front-threads.ts";
@@ -154,7 +155,7 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
         rejectUnauthorized: !!options.tls.ca,
         ALPNProtocols: ["http/1.1"], // never h2: hijacking needs HTTP/1.1
         allowHalfOpen: true,
-      } as tls.TlsOptions, accept)
+      } as tls.TlsOptions, "Deno" in globalThis ? (socket: StreamSocket) => accept(DenoTlsStream.over(socket)) : accept)
       : net.createServer({ allowHalfOpen: true }, accept);
     return new Promise((resolve, reject) => {
       listener.once("error", reject);

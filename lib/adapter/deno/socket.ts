@@ -252,3 +252,80 @@ export function connectDeno(address: DenoAddress, tls?: EngineTls): DenoStream {
   );
   return stream;
 }
+
+/** The TCP handle under a node:tls socket in Deno (an internal: absent, the socket stays as it is). */
+type TcpHandle = { readStop(): number; readStart(): number };
+
+/**
+ * A node:tls server socket (Deno serves TLS clients on node:tls: Deno.listenTls asks no client
+ * certificate), paused at its TCP handle instead of its TLS layer. Deno's TLS layer drops a FIN
+ * that comes while it has stopped reading (pause(), or a full read buffer): the end of an `exec -i`
+ * stdin that had to wait for the engine never reached it and the CLI hung (1 MB of stdin was
+ * enough). Stopped at the TCP reads, the TLS layer still reads what has come, FIN included; what
+ * it hands over while paused waits here.
+ */
+export class DenoTlsStream extends EventEmitter implements StreamSocket {
+  #queue: Buffer[] = [];
+  #paused = false;
+  #endPending = false;
+
+  private constructor(private socket: StreamSocket, private tcp: TcpHandle) {
+    super();
+    socket.on("data", (chunk: Buffer) => (this.#paused ? this.#queue.push(chunk) : this.emit("data", chunk)));
+    socket.on("end", () => (this.#paused ? (this.#endPending = true) : this.emit("end")));
+    socket.on("drain", () => this.emit("drain"));
+    socket.on("error", (err: Error) => this.listenerCount("error") && this.emit("error", err));
+    socket.on("close", (hadError: boolean) => this.emit("close", hadError));
+  }
+
+  /** The socket itself when its TCP handle is not where this Deno keeps it. */
+  static over(socket: StreamSocket): StreamSocket {
+    // deno-lint-ignore no-explicit-any
+    const tcp = (socket as any)._handle?._nativeTcpHandle as TcpHandle | undefined;
+    return typeof tcp?.readStop === "function" && typeof tcp.readStart === "function" ? new DenoTlsStream(socket, tcp) : socket;
+  }
+
+  get writableEnded() {
+    return this.socket.writableEnded;
+  }
+
+  write(chunk: Uint8Array | string): boolean {
+    return this.socket.write(chunk);
+  }
+
+  end(chunk?: Uint8Array | string) {
+    this.socket.end(chunk);
+    return this;
+  }
+
+  destroy() {
+    this.socket.destroy();
+    return this;
+  }
+
+  setNoDelay(noDelay = true) {
+    this.socket.setNoDelay(noDelay);
+    return this;
+  }
+
+  pause() {
+    if (!this.#paused) {
+      this.#paused = true;
+      this.tcp.readStop();
+    }
+    return this;
+  }
+
+  resume() {
+    if (!this.#paused) return this;
+    this.#paused = false;
+    // What came while paused first; a listener may pause again on the way.
+    while (this.#queue.length && !this.#paused) this.emit("data", this.#queue.shift()!);
+    if (this.#paused) return this;
+    if (this.#endPending) {
+      this.#endPending = false;
+      this.emit("end");
+    } else this.tcp.readStart();
+    return this;
+  }
+}
