@@ -19,7 +19,7 @@
  *   RUN_PER_ROUND=2     `docker run --rm` per variant per round
  *   FAKE_ENGINES=100 FAKE_CONTAINERS=5   simulated engines for the wide `ps`
  *   BENCH_RUNTIMES=bun,deno              flocker runtimes to measure
- *   BENCH_ONLY          unset: every part; else a comma list of routed,cp,exec,ps,run,rss,rss-requests,fake
+ *   BENCH_ONLY          unset: every part; else a comma list of routed,cp,exec,ps,run,rss,rss-requests,tls,fake
  *   HAPROXY_NBTHREAD    unset: HAProxy's own default (one thread per CPU)
  *   BENCH_DOCKER_CLI=/usr/bin/docker
  *   BENCH_RESULTS=bench/results.md
@@ -78,6 +78,7 @@ for (const r of CFG.runtimes) {
   }
 }
 const CONTAINER = "fkb-main";
+const TLS_CONTAINER = "fkb-tls";
 const RSS_LIMIT_MB = 100;
 const RSS_FLAT_MB = 10;
 
@@ -369,7 +370,10 @@ interface Flocker {
   startRss: number;
 }
 
-async function startFlocker(runtime: Runtime, hosts: string[], tag: string): Promise<Flocker> {
+/** `tls`: flocker serves mTLS with these PEM files (and polls itself with them). */
+type ServeTls = { ca: string; cert: string; key: string; extraEnv: Record<string, string> };
+
+async function startFlocker(runtime: Runtime, hosts: string[], tag: string, tls?: ServeTls): Promise<Flocker> {
   const port = await freePort();
   const logPath = join(workDir, `flocker-${tag}-${runtime}.log`);
   const fd = openSync(logPath, "w");
@@ -384,17 +388,18 @@ async function startFlocker(runtime: Runtime, hosts: string[], tag: string): Pro
       FLOCKER_HOSTS: hosts.join(","),
       FLOCKER_LISTEN: `127.0.0.1:${port}`,
       FLOCKER_LOG: "error",
+      ...tls?.extraEnv,
     },
     stdout: fd,
     stderr: fd,
   });
   closeSync(fd);
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${tls ? "https" : "http"}://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`flocker (${runtime}) exited with ${proc.exitCode}: ${readFileSync(logPath, "utf8").slice(-800)}`);
     try {
-      const res = await fetch(`${url}/_ping`);
+      const res = await fetch(`${url}/_ping`, tls && ({ tls: { ca: tls.ca, cert: tls.cert, key: tls.key } } as RequestInit));
       await res.text();
       if (res.status === 200) break;
     } catch { /* not up yet */ }
@@ -667,6 +672,93 @@ async function benchExec(ctx: Ctx) {
   cpuRows(bench, ctx, cpu);
 }
 
+/**
+ * The deployment off loopback: a 4th engine that speaks only TLS and wants client certificates
+ * (dockerd --tlsverify), and flocker serving mTLS in front of it. `exec -i cat` over it: the
+ * CLI's TLS to flocker, flocker's own to the engine (direct: the CLI's to the engine).
+ */
+async function benchTls(ctx: Ctx) {
+  const dir = join(workDir, "tls");
+  const certs = join(dir, "certs");
+  mkdirSync(certs, { recursive: true });
+  const sh = (what: string, cmd: string) => mustRun(what, ["sh", "-c", cmd], { cwd: certs });
+  // One CA; the engine and flocker show the server certificate, the CLI and flocker the client one.
+  await sh("TLS certificates", [
+    "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 1 -subj /CN=bench-ca",
+    "printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext",
+    "openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=127.0.0.1",
+    "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server.pem -days 1 -extfile server.ext",
+    "printf 'extendedKeyUsage=clientAuth\\n' > client.ext",
+    "openssl req -newkey rsa:2048 -nodes -keyout key.pem -out client.csr -subj /CN=bench-client",
+    "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out cert.pem -days 1 -extfile client.ext",
+  ].map((c) => `${c} 2>/dev/null`).join(" && "));
+  const pem = (f: string) => readFileSync(join(certs, f), "utf8");
+  const port = await freePort();
+  const sock = join(dir, "s");
+  writeFileSync(join(dir, "daemon.json"), JSON.stringify({ "deprecated-key-path": join(dir, "key.json") }));
+  const logFd = openSync(join(dir, "dockerd.log"), "w");
+  const dockerd = spawn([
+    "dockerd", "--config-file", join(dir, "daemon.json"), "--data-root", join(dir, "data"), "--exec-root", join(dir, "x"),
+    "--pidfile", join(dir, "pid"), "-H", `unix://${sock}`, "-H", `tcp://127.0.0.1:${port}`,
+    "--tlsverify", "--tlscacert", join(certs, "ca.pem"), "--tlscert", join(certs, "server.pem"), "--tlskey", join(certs, "server-key.pem"),
+    "--iptables=false", "--ip-masq=false", "--bridge=none", "--storage-driver=vfs",
+  ], { stdout: logFd, stderr: logFd });
+  closeSync(logFd);
+  const flockers: Flocker[] = [];
+  try {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      if (dockerd.exitCode !== null) throw new Error(`TLS dockerd exited with ${dockerd.exitCode}: ${readFileSync(join(dir, "dockerd.log"), "utf8").slice(-600)}`);
+      try {
+        if ((await fetch("http://localhost/_ping", { unix: sock } as RequestInit)).status === 200) break;
+      } catch { /* not up yet */ }
+      if (Date.now() > deadline) throw new Error("TLS dockerd did not answer within 60 s");
+      await Bun.sleep(200);
+    }
+    await mustRun("image to the TLS engine", ["bash", "-c", `"$1" -H "tcp://$2" save "$3" | "$1" -H "unix://$4" load`, "bash", CFG.docker, ctx.e1, ctx.image, sock]);
+    await mustRun("container on the TLS engine", [CFG.docker, "-H", `unix://${sock}`, "run", "-d", "--name", TLS_CONTAINER, ctx.image, "sleep", "999999999"], { env: dockerEnv(`unix://${sock}`) });
+    const serve: ServeTls = {
+      ca: pem("ca.pem"),
+      cert: pem("cert.pem"),
+      key: pem("key.pem"),
+      extraEnv: {
+        FLOCKER_HOST_CERT_PATH: certs,
+        FLOCKER_TLS_CERT: join(certs, "server.pem"),
+        FLOCKER_TLS_KEY: join(certs, "server-key.pem"),
+        FLOCKER_TLS_CA: join(certs, "ca.pem"),
+      },
+    };
+    for (const rt of CFG.runtimes) flockers.push(await startFlocker(rt, [`secure=https://127.0.0.1:${port}`], "tls", serve));
+    const variants: CliVariant[] = [
+      { name: "direct", dockerHost: `tcp://127.0.0.1:${port}` },
+      ...flockers.map((f) => ({ name: f.label, dockerHost: f.dockerHost, flocker: f, pid: f.pid })),
+    ];
+    const script = `set -o pipefail; "$1" exec -i ${TLS_CONTAINER} cat < "$2" | wc -c`;
+    const { ms: got, cpu } = await alternate(variants, 1, "exec -i cat (mTLS)", async (v) => {
+      const r = await mustRun(`docker exec -i cat over mTLS (${v.name})`, ["bash", "-c", script, "bash", CFG.docker, ctx.execFile], {
+        env: { ...dockerEnv(v.dockerHost), DOCKER_TLS_VERIFY: "1", DOCKER_CERT_PATH: certs },
+      });
+      const n = Number(r.stdout.trim());
+      if (n !== CFG.execBytes) throw new Error(`docker exec -i cat over mTLS (${v.name}): ${n} bytes came back, want ${CFG.execBytes}`);
+      return r.ms;
+    });
+    const bench = `\`exec -i cat\` ${fmtMB(CFG.execBytes)}, mTLS end to end (CLI, flocker and a --tlsverify engine)`;
+    const d = median(got.get("direct")!);
+    for (const f of flockers) {
+      const m = median(got.get(f.label)!);
+      const peak = statusKb(f.pid, "VmHWM") / 1024;
+      ratioRow(bench, `${f.label} / direct (throughput)`, `${fmtMs(m)} (${fmtRate(CFG.execBytes, m)}); peak RSS ${peak.toFixed(1)} MB`, `direct: ${fmtMs(d)} (${fmtRate(CFG.execBytes, d)})`, d / m, undefined);
+    }
+    cpuRows(bench, { ...ctx, flockers }, cpu);
+  } finally {
+    for (const f of flockers) await stopProcess(f.proc);
+    await run([CFG.docker, "-H", `unix://${sock}`, "rm", "-f", TLS_CONTAINER], { env: dockerEnv(`unix://${sock}`), timeoutMs: 30_000 }).catch(() => {});
+    await stopProcess(dockerd, 15_000);
+    // What a killed dockerd may have left mounted under its directories.
+    await run(["sh", "-c", `grep ' ${dir}' /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r -n1 umount -l`]).catch(() => {});
+  }
+}
+
 async function timedGet(url: string, expectItems?: number): Promise<number> {
   const start = performance.now();
   const res = await fetch(url);
@@ -763,14 +855,17 @@ async function benchRun(ctx: Ctx) {
   }
 }
 
-function rssKb(pid: number): number {
+/** A size from /proc/PID/status in kB: VmRSS the resident size now, VmHWM its peak since start. */
+function statusKb(pid: number, field: "VmRSS" | "VmHWM"): number {
   try {
-    const m = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    const m = new RegExp(`${field}:\\s+(\\d+)\\s+kB`).exec(readFileSync(`/proc/${pid}/status`, "utf8"));
     return m ? Number(m[1]) : NaN;
   } catch {
     return NaN;
   }
 }
+
+const rssKb = (pid: number) => statusKb(pid, "VmRSS");
 
 /** Run `work` while sampling the process's VmRSS (kB) every 50 ms. */
 async function sampleRss<T>(pid: number, work: () => Promise<T>): Promise<{ series: number[]; result: T }> {
@@ -1076,6 +1171,7 @@ async function main(): Promise<number> {
     await part("run", "docker run --rm", () => benchRun(c));
     await part("rss", "RSS", () => benchRss(c));
     await part("rss-requests", "RSS under app requests", () => benchRssRequests(c));
+    await part("tls", "exec -i cat over mTLS", () => benchTls(c));
     for (const f of c.flockers) await stopProcess(f.proc);
     await part("fake", `ps over ${CFG.fakeEngines} simulated engines`, () => benchFake(c));
   } catch (err) {
