@@ -5,7 +5,7 @@
  * by itself (through node:net, Deno grew to 400 MB during a 1 GB `docker exec`). Bytes that only
  * pass through (hijacks, fast-path bodies) no longer leave such garbage: under Deno they reuse two
  * buffers (./deno/socket.ts), under Bun each chunk is released once written (./bun/socket.ts). What
- * remains (a chunk a slow reader queued, TLS clients under Deno on node:tls, the app's own streams) is why this stays. The front
+ * remains (a chunk a slow reader queued, mTLS clients under Deno on node:tls, the app's own streams) is why this stays. The front
  * counts the bytes it carries; every few megabytes it looks at the resident size, and only past a
  * soft limit asks for a collection: one costs 5-30 ms, so collecting on a fixed
  * schedule would cost a tenth of the throughput or more (measured on `docker cp` in). Once the

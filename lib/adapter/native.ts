@@ -19,21 +19,21 @@ export interface NativeSockets {
   listen: (a: Address, accept: (s: StreamSocket) => void, reusePort?: boolean, tls?: ServerTls) => { port?: number; stop: () => void };
   /** With `tls`: over TLS (a tcp address), the server's certificate checked. */
   connect: (a: Address, tls?: EngineTls) => StreamSocket;
-  /** Whether `listen` serves TLS clients too (with client certificates, as dockerd --tlsverify). */
-  tls: boolean;
+  /** Whether `listen` serves these TLS clients (with a CA: client certificates checked, as dockerd --tlsverify). */
+  servesTls: (tls: ServerTls) => boolean;
 }
 
 export const native: NativeSockets | undefined = "Bun" in globalThis
   ? {
     listen: (a, accept, reusePort, tls) => listenBun("path" in a ? { unix: a.path } : { hostname: a.host, port: a.port }, accept, reusePort, tls),
     connect: (a, tls) => connectBun("path" in a ? { unix: a.path } : { hostname: a.host, port: a.port }, tls),
-    tls: true,
+    servesTls: () => true,
   }
   : "Deno" in globalThis
   ? {
-    listen: (a, accept, reusePort) => listenDeno("path" in a ? a : { hostname: a.host, port: a.port }, accept, reusePort),
+    listen: (a, accept, reusePort, tls) => listenDeno("path" in a ? a : { hostname: a.host, port: a.port }, accept, reusePort, tls),
     connect: (a, tls) => connectDeno("path" in a ? a : { hostname: a.host, port: a.port }, tls),
-    tls: false, // Deno.listenTls asks no client certificate: node:tls serves TLS there
+    servesTls: (tls) => !tls.ca, // Deno.listenTls asks no client certificate: node:tls checks them
   }
   : undefined;
 

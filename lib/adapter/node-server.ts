@@ -132,7 +132,7 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
     });
   // The public listener; when it cannot listen (the port is taken...), nothing is left behind.
   const listen = async (): Promise<RunningServer> => {
-    if (native && (!options.tls || native.tls)) {
+    if (native && (!options.tls || native.servesTls(options.tls))) {
       // More front threads: each listens on the same TCP port (SO_REUSEPORT) and asks this thread
       // for routes; the kernel spreads the connections (and, serving TLS, their handshakes).
       const threads = options.threads ?? ("Bun" in globalThis ? Math.min(4, navigator.hardwareConcurrency || 1) : 1);

@@ -539,7 +539,39 @@ describe("security", () => {
     }
   });
 
-  async function startTls(port: number, dir: string, runtime: Runtime) {
+  test.each(RUNTIMES)("%s: TLS without client certificates (no FLOCKER_TLS_CA): the CLI with --tls works, run -i with 24 MB of stdin too; a plain-HTTP client is turned away and the next TLS one still served", async (runtime) => {
+    const dir = tempDir("flk-tls1-");
+    try {
+      const sh = (cmd: string) => {
+        const r = spawnSync("sh", ["-c", cmd], { cwd: dir });
+        if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
+      };
+      sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 1 -subj /CN=flocker-test-ca 2>/dev/null");
+      writeFileSync(join(dir, "server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+      sh("openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=127.0.0.1 2>/dev/null");
+      sh("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server.pem -days 1 -extfile server.ext 2>/dev/null");
+      const port = await freePort();
+      const f = await startTls(port, dir, runtime, false);
+      try {
+        const tlsArgs = ["--tls", "--tlscacert", join(dir, "ca.pem")];
+        const ps = await docker(cli, `tcp://127.0.0.1:${port}`, [...tlsArgs, "ps"]);
+        expect(ps.code, ps.stderr).toBe(0);
+        const bulk = randomBytes(24 * 1024 * 1024);
+        const md5 = await docker(cli, `tcp://127.0.0.1:${port}`, [...tlsArgs, "run", "--rm", "-i", testEnv.image, "md5sum"], { input: bulk });
+        expect(md5.stdout.split(" ")[0]).toBe(createHash("md5").update(bulk).digest("hex"));
+        // Plain HTTP on the TLS port fails its handshake; the listener goes on.
+        const plain = await docker(cli, `tcp://127.0.0.1:${port}`, ["ps"]);
+        expect(plain.code).not.toBe(0);
+        expect((await docker(cli, `tcp://127.0.0.1:${port}`, [...tlsArgs, "version"])).code).toBe(0);
+      } finally {
+        await f.stop();
+      }
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  async function startTls(port: number, dir: string, runtime: Runtime, clientCertificates = true) {
     const cmd = runtime === "bun" ? [join(ROOT, "node_modules/.bin/bun"), "run", "main.ts"] : [join(ROOT, "node_modules/.bin/deno"), "run", "-A", "main.ts"];
     const proc = Bun.spawn(cmd, {
       cwd: ROOT,
@@ -550,7 +582,7 @@ describe("security", () => {
         FLOCKER_LISTEN: `127.0.0.1:${port}`,
         FLOCKER_TLS_CERT: join(dir, "server.pem"),
         FLOCKER_TLS_KEY: join(dir, "server-key.pem"),
-        FLOCKER_TLS_CA: join(dir, "ca.pem"),
+        ...(clientCertificates && { FLOCKER_TLS_CA: join(dir, "ca.pem") }),
       },
       stdout: "pipe",
       stderr: "pipe",

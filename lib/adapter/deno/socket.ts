@@ -9,6 +9,7 @@ import { EventEmitter } from "node:events";
 import { Buffer } from "node:buffer";
 import type { StreamSocket } from "../front.ts";
 import type { EngineTls } from "../host-fetch.ts";
+import type { ServerTls } from "../bun/socket.ts";
 
 // deno-lint-ignore no-explicit-any
 type Conn = any; // Deno.Conn: typed loosely, this file is only loaded under Deno.
@@ -217,9 +218,16 @@ function denoAddress(address: DenoAddress) {
   return "path" in address ? { transport: "unix", path: address.path } : { transport: "tcp", ...address };
 }
 
-/** Accept connections with Deno.listen; `accept` gets each as a DenoStream. */
-export function listenDeno(address: DenoAddress, accept: (socket: DenoStream) => void, reusePort = false): { port?: number; stop: () => void } {
-  const listener = Deno.listen({ ...denoAddress(address), ...(reusePort && { reusePort: true }) });
+/**
+ * Accept connections with Deno.listen (with `tls`: Deno.listenTls, which serves TLS but asks no
+ * client certificate: with a CA to check them, node:tls serves instead); `accept` gets each as a
+ * DenoStream.
+ */
+export function listenDeno(address: DenoAddress, accept: (socket: DenoStream) => void, reusePort = false, tls?: ServerTls): { port?: number; stop: () => void } {
+  const options = { ...denoAddress(address), ...(reusePort && { reusePort: true }) };
+  const listener = tls && !("path" in address)
+    ? Deno.listenTls({ ...options, cert: tls.cert, key: tls.key, alpnProtocols: ["http/1.1"] }) // never h2: hijacking needs HTTP/1.1
+    : Deno.listen(options);
   void (async () => {
     try {
       for await (const conn of listener) {
@@ -257,7 +265,7 @@ export function connectDeno(address: DenoAddress, tls?: EngineTls): DenoStream {
 type TcpHandle = { readStop(): number; readStart(): number };
 
 /**
- * A node:tls server socket (Deno serves TLS clients on node:tls: Deno.listenTls asks no client
+ * A node:tls server socket (Deno serves mTLS clients on node:tls: Deno.listenTls asks no client
  * certificate), paused at its TCP handle instead of its TLS layer. Deno's TLS layer drops a FIN
  * that comes while it has stopped reading (pause(), or a full read buffer): the end of an `exec -i`
  * stdin that had to wait for the engine never reached it and the CLI hung (1 MB of stdin was
