@@ -480,14 +480,11 @@ describe("security", () => {
   test.each(RUNTIMES)("%s: mTLS like dockerd --tlsverify: the CLI with a signed certificate works (run -i with 24 MB of stdin and its end too), without one it is refused; HTTP/1.1 on every front thread", async (runtime) => {
     const dir = tempDir("flk-tls-");
     try {
+      serverCertificates(dir);
       const sh = (cmd: string) => {
         const r = spawnSync("sh", ["-c", cmd], { cwd: dir });
         if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
       };
-      sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 1 -subj /CN=flocker-test-ca 2>/dev/null");
-      writeFileSync(join(dir, "server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
-      sh("openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=127.0.0.1 2>/dev/null");
-      sh("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server.pem -days 1 -extfile server.ext 2>/dev/null");
       writeFileSync(join(dir, "client.ext"), "extendedKeyUsage=clientAuth\n");
       mkdirSync(join(dir, "client"));
       sh("openssl req -newkey rsa:2048 -nodes -keyout client/key.pem -out client.csr -subj /CN=client 2>/dev/null");
@@ -542,14 +539,7 @@ describe("security", () => {
   test.each(RUNTIMES)("%s: TLS without client certificates (no FLOCKER_TLS_CA): the CLI with --tls works, run -i with 24 MB of stdin too; a plain-HTTP client is turned away and the next TLS one still served", async (runtime) => {
     const dir = tempDir("flk-tls1-");
     try {
-      const sh = (cmd: string) => {
-        const r = spawnSync("sh", ["-c", cmd], { cwd: dir });
-        if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
-      };
-      sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 1 -subj /CN=flocker-test-ca 2>/dev/null");
-      writeFileSync(join(dir, "server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
-      sh("openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=127.0.0.1 2>/dev/null");
-      sh("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server.pem -days 1 -extfile server.ext 2>/dev/null");
+      serverCertificates(dir);
       const port = await freePort();
       const f = await startTls(port, dir, runtime, false);
       try {
@@ -570,6 +560,18 @@ describe("security", () => {
       removeDir(dir);
     }
   });
+
+  /** A CA (ca.pem, ca-key.pem) and a server certificate it signed for 127.0.0.1 (server.pem, server-key.pem) in `dir`. */
+  function serverCertificates(dir: string) {
+    const sh = (cmd: string) => {
+      const r = spawnSync("sh", ["-c", cmd], { cwd: dir });
+      if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 1 -subj /CN=flocker-test-ca 2>/dev/null");
+    writeFileSync(join(dir, "server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+    sh("openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=127.0.0.1 2>/dev/null");
+    sh("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server.pem -days 1 -extfile server.ext 2>/dev/null");
+  }
 
   async function startTls(port: number, dir: string, runtime: Runtime, clientCertificates = true) {
     const cmd = runtime === "bun" ? [join(ROOT, "node_modules/.bin/bun"), "run", "main.ts"] : [join(ROOT, "node_modules/.bin/deno"), "run", "-A", "main.ts"];
