@@ -54,10 +54,11 @@ export interface Flocker {
   fetch: (request: Request) => Promise<Response>;
   app: Hono;
   /**
-   * For servers that can hijack connections (attach, exec start): the engine such a request goes to,
-   * or a Response to send instead (unknown container, no host...). `pathname` as received.
+   * For servers that can hijack connections (attach, exec start, BuildKit sessions): the engine
+   * such a request goes to, or a Response to send instead (unknown container, no host...).
+   * `pathname` as received; `session`: its `X-Docker-Expose-Session-Uuid` header, if any.
    */
-  hijack: (pathname: string) => Promise<Host | Response>;
+  hijack: (pathname: string, session?: string) => Promise<Host | Response>;
   isHijackPath: (pathname: string) => boolean;
   /**
    * For servers with a byte-level fast path: the engine a plain routed call (GET/HEAD of one
@@ -205,12 +206,12 @@ export function buildFlocker(options: CoreOptions): Flocker {
   const flocker: Flocker = {
     fetch: (request) => Promise.resolve(app.fetch(request)),
     app,
-    async hijack(pathname) {
+    async hijack(pathname, session) {
       try {
         checkRequest(policy, "POST", pathname);
         await ready;
         checkApiVersion(pathname, cluster.apiVersion(), compareVersions, cluster.minApiVersion());
-        const host = await hijackHost(ctx, pathname);
+        const host = await hijackHost(ctx, pathname, session);
         if (host?.status.state === "unhealthy") return hostDown(host);
         return host ?? errorResponse(404, "page not found");
       } catch (err) {
@@ -251,9 +252,9 @@ export function buildFlocker(options: CoreOptions): Flocker {
   };
   // Hijacks (attach, exec start) are counted and logged here, whichever server glue asks.
   const hijackTarget = flocker.hijack;
-  flocker.hijack = async (pathname) => {
+  flocker.hijack = async (pathname, session) => {
     const start = performance.now();
-    const result = await hijackTarget(pathname);
+    const result = await hijackTarget(pathname, session);
     noteHijack(telemetry, logger, pathname, result, start);
     return result;
   };

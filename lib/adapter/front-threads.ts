@@ -41,7 +41,7 @@ export type ToMain =
   | { t: "listening" }
   | { t: "failed"; message: string }
   | { t: "route"; id: number; method: string; pathname: string }
-  | { t: "hijack"; id: number; pathname: string }
+  | { t: "hijack"; id: number; pathname: string; session?: string }
   | { t: "fetch"; id: number; method: string; target: string; headers: [string, string][] }
   | { t: "cancel"; id: number }
   | { t: "notes"; notes: Note[]; counts: Count[]; connections: number; closed: number }
@@ -166,7 +166,7 @@ export class FrontThreads {
         return;
       }
       case "hijack":
-        void flocker.hijack(message.pathname)
+        void flocker.hijack(message.pathname, message.session)
           .then((target) => this.#wireRoute(target, false))
           .catch(internalAnswer)
           .then((route) => post({ t: "route", id: message.id, generation: 0, route }, route.kind === "answer" ? [route.body] : []));

@@ -70,8 +70,8 @@ class RemoteBackend implements FrontBackend {
     });
   };
 
-  hijack = (pathname: string): Promise<Host | Response> =>
-    this.#ask({ t: "hijack", id: 0, pathname }).then(({ route }) => this.#routeOf(route) ?? Response.json({ message: "page not found" }, { status: 404 }));
+  hijack = (pathname: string, session?: string): Promise<Host | Response> =>
+    this.#ask({ t: "hijack", id: 0, pathname, session }).then(({ route }) => this.#routeOf(route) ?? Response.json({ message: "page not found" }, { status: 404 }));
 
   hijackStream = (delta: 1 | -1) => port.postMessage({ t: "streams", delta });
 

@@ -13,7 +13,8 @@
 import type { Flocker, PassRoute } from "../flocker.ts";
 import type { Host } from "../cluster/host.ts";
 import { noteAppRequest, noteStreamed } from "./memory.ts";
-import { EMPTY, Framing, type Head, headEnd, parseHead, requestOf, statusLine } from "./http1.ts";
+import { EMPTY, Framing, type Head, headEnd, headerValue, parseHead, requestOf, statusLine } from "./http1.ts";
+import { SESSION_HEADER } from "../api/hijack.ts";
 import { type EngineConnection, EnginePool } from "./engine-pool.ts";
 import { endAndClose, lend, splice } from "./splice.ts";
 
@@ -244,9 +245,11 @@ class ClientConnection {
     const simple = head && !head.ambiguous && !head.upgrade && Number.isSafeInteger(length) && length >= 0 &&
       !(chunked && head.contentLength !== undefined) && (head.transferEncoding === undefined || chunked) &&
       !head.connectionClose;
-    // Attach and exec start, with Upgrade or in the legacy form: piped raw, straight to the engine.
+    // Attach, exec start and BuildKit sessions, with Upgrade or in the legacy form: piped raw,
+    // straight to the engine.
     if (head?.method === "POST" && this.front.flocker.isHijackPath(pathname)) {
-      return this.#leave((s, b) => void hijack(this.front, s, b, pathname));
+      const session = headerValue(this.#buffer, head, SESSION_HEADER);
+      return this.#leave((s, b) => void hijack(this.front, s, b, pathname, session));
     }
     if (!head || !simple) return this.#leave((s, b) => this.front.handOff(s, b));
     this.#busy = true;
@@ -513,12 +516,13 @@ class ClientConnection {
 }
 
 /**
- * Attach / exec start: the request (head, body, and whatever stdin follows) goes to the engine as
- * received, and its `101 UPGRADED` (or, without Upgrade headers, `200 OK`) and stream come back raw.
+ * Attach / exec start / BuildKit session: the request (head, body, and whatever stdin follows) goes
+ * to the engine as received, and its `101 UPGRADED` (or, without Upgrade headers, `200 OK`) and
+ * stream come back raw.
  */
-async function hijack(front: Front, socket: StreamSocket, buffered: Buffer, pathname: string) {
+async function hijack(front: Front, socket: StreamSocket, buffered: Buffer, pathname: string, session?: string) {
   socket.on("error", () => {});
-  const target = await front.flocker.hijack(pathname);
+  const target = await front.flocker.hijack(pathname, session);
   if (target instanceof Response) {
     const body = await target.text();
     socket.write(`${statusLine(target)}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);

@@ -44,6 +44,16 @@ export function requestOf(buf: Buffer, head: Head, signal: AbortSignal): Request
   }
 }
 
+/** A header's value (the first one, trimmed) in a request head; `name` lower-case. Not for the hot path: it decodes the head. */
+export function headerValue(buf: Buffer, head: Head, name: string): string | undefined {
+  const lines = latin1.decode(buf.subarray(0, head.length - 4)).split("\r\n");
+  for (let i = 1; i < lines.length; i++) {
+    const colon = lines[i].indexOf(":");
+    if (colon > 0 && lines[i].slice(0, colon).trim().toLowerCase() === name) return lines[i].slice(colon + 1).trim();
+  }
+  return undefined;
+}
+
 /** The status line of an answer flocker writes itself. */
 export function statusLine(res: Response): string {
   return `HTTP/1.1 ${res.status} ${res.statusText || STATUS_CODES[res.status] || "Unknown"}`;

@@ -20,6 +20,7 @@ import { dial, frontOver, native } from "./native.ts";
 import type { ServerTls } from "./bun/socket.ts";
 import { FrontThreads } from "./front-threads.ts";
 import { noteAppRequest } from "./memory.ts";
+import { SESSION_HEADER } from "../api/hijack.ts";
 
 export type Listen = { host: string; port: number } | { path: string };
 
@@ -197,7 +198,14 @@ async function writeResponse(socket: Duplex, res: Response) {
 async function hijack(flocker: Flocker, req: IncomingMessage, socket: Duplex, head: Buffer, engineTls?: EngineTls) {
   socket.on("error", () => {});
   const pathname = (req.url ?? "/").split("?")[0];
-  const target = await flocker.hijack(pathname);
+  if (req.method !== "POST" || !flocker.isHijackPath(pathname)) {
+    // An upgrade flocker does not pipe (BuildKit's /grpc, say): the app's answer, as for any request.
+    const headers = new Headers();
+    for (let i = 0; i < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i], req.rawHeaders[i + 1]);
+    return writeResponse(socket, await flocker.fetch(new Request(`http://localhost${req.url ?? "/"}`, { method: req.method, headers })));
+  }
+  const session = req.headers[SESSION_HEADER];
+  const target = await flocker.hijack(pathname, typeof session === "string" ? session : undefined);
   if (target instanceof Response) return writeResponse(socket, target);
   (socket as net.Socket).setNoDelay?.(true);
   const upstream = dial(target, engineTls);

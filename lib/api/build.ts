@@ -1,6 +1,11 @@
 /**
  * Calls that make an image on one host (build, load, commit, import): the body streams to the
  * chosen host, and the resulting tags are recorded so a later `run` of them lands there.
+ *
+ * A BuildKit build (`DOCKER_BUILDKIT=1 docker build`) is two connections made at once: the
+ * session (POST /session, hijacked: the engine reads the build context and Dockerfile from the
+ * CLI over it) and `POST /build?version=2&session=ID`. The session picks the host and records it;
+ * the build waits for that record and goes to the same host.
  */
 import { Hono } from "hono";
 import type { Context } from "hono";
@@ -10,10 +15,12 @@ import { rankHosts } from "../cluster/scheduler.ts";
 import { localImageKey } from "../cluster/placement.ts";
 import { DockerError } from "../errors.ts";
 import { forward } from "../upstream/forward.ts";
+import { fanoutJson } from "../upstream/fanout.ts";
+import { apiPrefixOf } from "./version.ts";
 import { mergeProgress } from "../upstream/progress.ts";
 
 /** The host for a new local image: ranked like a container, no image preference. */
-function allocate(ctx: FlockerContext): Host {
+export function allocate(ctx: FlockerContext): Host {
   const host = rankHosts(ctx.cluster.schedulable(), ctx.strategy, { holdsImage: () => false })[0];
   if (!host) throw new DockerError(503, "flocker: no healthy Docker host is available");
   return host;
@@ -50,13 +57,63 @@ export async function importImage(ctx: FlockerContext, c: Context): Promise<Resp
   return watch(ctx, host, await forward(host, c.req.raw), repo ? [tag ? `${repo}:${tag}` : repo] : []);
 }
 
+/** A BuildKit session (and the builds that use it) lasts as long as one build: an hour is plenty. */
+const SESSION_TTL_SECONDS = 3600;
+/**
+ * How long a build waits for its session to be opened: the CLI dials both at once. An engine
+ * itself waits 5 s for a session it does not have before the build fails.
+ */
+const SESSION_WAIT_MS = 5000;
+const SESSION_POLL_MS = 20;
+
+/** A BuildKit session being opened (POST /session): its host, recorded for the build that names it. */
+export async function openSession(ctx: FlockerContext, id: string | undefined): Promise<Host> {
+  const host = allocate(ctx);
+  if (id) await ctx.store.set(`session:${id}`, host.name, SESSION_TTL_SECONDS);
+  return host;
+}
+
+/** The host of the session a BuildKit build names, once its session is open. */
+async function sessionHost(ctx: FlockerContext, id: string): Promise<Host> {
+  const deadline = Date.now() + SESSION_WAIT_MS;
+  for (;;) {
+    const name = await ctx.store.get(`session:${id}`);
+    if (name) {
+      const host = ctx.cluster.byName(name);
+      if (!host) throw new DockerError(503, `flocker: host ${name} of BuildKit session ${id} is no longer in the inventory`);
+      return host;
+    }
+    if (Date.now() >= deadline) {
+      throw new DockerError(400, `flocker: no BuildKit session ${id} was opened through flocker (the build and its session must go through the same flock)`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, SESSION_POLL_MS));
+  }
+}
+
 export function buildRoutes(ctx: FlockerContext) {
   const app = new Hono();
 
   app.post("/build", async (c) => {
-    const host = allocate(ctx);
-    const tags = new URL(c.req.url).searchParams.getAll("t");
-    return watch(ctx, host, await forward(host, c.req.raw), tags);
+    const query = new URL(c.req.url).searchParams;
+    const session = query.get("session");
+    const host = session ? await sessionHost(ctx, session) : allocate(ctx);
+    // BuildKit builds have an id the CLI cancels them by (ctrl-c): POST /build/cancel?id=
+    const buildId = query.get("buildid");
+    if (buildId) await ctx.store.set(`build:${buildId}`, host.name, SESSION_TTL_SECONDS);
+    return watch(ctx, host, await forward(host, c.req.raw), query.getAll("t"));
+  });
+
+  app.post("/build/cancel", async (c) => {
+    const id = c.req.query("id");
+    if (!id) throw new DockerError(400, "build ID not provided");
+    const name = await ctx.store.get(`build:${id}`);
+    const host = name ? ctx.cluster.byName(name) : undefined;
+    if (host) return forward(host, c.req.raw);
+    // Not recorded here (another flock's build, or long gone): whichever engine runs it cancels it.
+    const { answers } = await fanoutJson(ctx.cluster.healthy(), `${apiPrefixOf(c.req.url)}/build/cancel?id=${encodeURIComponent(id)}`, { method: "POST" });
+    const ok = answers.find((a) => a.status === 200);
+    if (ok) return c.body(null, 200);
+    throw new DockerError(404, `flocker: no host runs build ${id}`);
   });
 
   app.post("/images/load", async (c) => {

@@ -21,7 +21,7 @@ export function pingResponse(cluster: Cluster, method: "GET" | "HEAD"): Response
     "Api-Version": apiVersion,
     "Ostype": "linux",
     "Docker-Experimental": "false",
-    // The classic builder: BuildKit's session protocol cannot be spread over a flock.
+    // The classic builder, as a 20.10 engine advertises by default (buildx's /grpc is not routed).
     "Builder-Version": "1",
     "Swarm": "inactive",
     "Cache-Control": "no-cache, no-store, must-revalidate",

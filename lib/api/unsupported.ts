@@ -16,12 +16,11 @@ export function unsupportedRoutes() {
     app.all(base, refuse);
     app.all(`${base}/*`, refuse);
   }
-  // BuildKit's session and gRPC hijacks cannot be spread over a flock: the classic builder is advertised.
-  app.all("/session", () => {
-    throw new DockerError(501, "flocker: BuildKit sessions are not supported; use the classic builder (DOCKER_BUILDKIT=0)");
-  });
+  // BuildKit's control API (buildx's docker driver) is one long gRPC stream whose builds name their
+  // session inside HTTP/2 frames: nothing to route it by. BuildKit sessions (/session) are routed
+  // (./build.ts); the classic builder is advertised.
   app.all("/grpc", () => {
-    throw new DockerError(501, "flocker: BuildKit is not supported; use the classic builder (DOCKER_BUILDKIT=0)");
+    throw new DockerError(501, "flocker: BuildKit's gRPC API (/grpc, used by docker buildx) is not supported; build with DOCKER_BUILDKIT=0");
   });
   app.get("/plugins", (c) => c.json([]));
   return app;

@@ -8,6 +8,8 @@
  * - `ctr:<id>`               -> `<host name>\t<container name>`  where a container lives (no TTL)
  * - `name:<name>`            -> container id, or `pending:<nonce>` while a create is in flight (TTL 120 s)
  * - `exec:<id>`              -> host name of an exec instance (TTL 1 h)
+ * - `session:<id>`, `build:<id>` -> host name of a BuildKit session, and of a build (by its buildid)
+ *                               that uses one (TTL 1 h; lib/api/build.ts)
  * - `want:<image>:<host>`    -> `pending:<runs>` once creates on that host got 404 for the image (the CLI
  *                               pulls next, and that pull goes there); `pulled:<runs>` once the pull
  *                               succeeded there (the retried creates go there); each create there

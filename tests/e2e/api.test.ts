@@ -151,6 +151,65 @@ for (const runtime of RUNTIMES) {
       expect((await run(["rmi", tag])).code).toBe(0);
     });
 
+    // The 20.10 CLI's own BuildKit client (the 28.x one needs the buildx plugin, not on this machine).
+    test("BuildKit build (docker 20.10, DOCKER_BUILDKIT=1): session and build on one host, the context read over the session, the tag run there; ctrl-c cancels it there", async () => {
+      const classic = CLIS[0].path;
+      const buildkit = { env: { DOCKER_BUILDKIT: "1" } };
+      const ctx = join(work, "bk-ctx");
+      mkdirSync(ctx, { recursive: true });
+      // --network=none: the test bed's engines have no bridge for RUN steps.
+      writeFileSync(join(ctx, "Dockerfile"), `FROM ${testEnv.image}\nCOPY hello.txt /hello.txt\nRUN echo ran > /ran.txt\nCMD ["cat", "/hello.txt", "/ran.txt"]\n`);
+      writeFileSync(join(ctx, "hello.txt"), `buildkit-by-flocker-${runtime}\n`);
+      const tag = `${prefix}-bk:1`;
+      const b = await docker(classic, f.dockerHost, ["build", "--network=none", "--progress=plain", "-t", tag, ctx], buildkit);
+      expect(b.code, b.stderr).toBe(0);
+      expect(b.stderr).toContain("naming to docker.io/library/" + tag);
+      for (let i = 0; i < 3; i++) {
+        const r = await run(["run", "--rm", "--network=none", tag]);
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stdout.trim()).toBe(`buildkit-by-flocker-${runtime}\nran`);
+      }
+      expect((await run(["rmi", tag])).code).toBe(0);
+
+      // ctrl-c: the CLI sends POST /build/cancel?id=, which must reach the host running the build.
+      const slow = join(work, "bk-slow");
+      mkdirSync(slow, { recursive: true });
+      writeFileSync(join(slow, "Dockerfile"), `FROM ${testEnv.image}\nRUN sleep 60\n`);
+      const proc = Bun.spawn([classic, "build", "--network=none", "--progress=plain", "-t", `${prefix}-bk-slow`, slow], {
+        env: { DOCKER_HOST: f.dockerHost, DOCKER_BUILDKIT: "1", PATH: process.env.PATH! },
+        stderr: "pipe",
+      });
+      let out = "";
+      const reader = proc.stderr.getReader();
+      const decoder = new TextDecoder();
+      while (!out.includes("RUN sleep 60")) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        out += decoder.decode(value);
+      }
+      await Bun.sleep(500);
+      const start = Date.now();
+      proc.kill("SIGINT");
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        out += decoder.decode(value);
+      }
+      await proc.exited;
+      expect(Date.now() - start).toBeLessThan(15_000);
+      expect(out).toContain("CANCELED");
+      const metrics = await (await fetch(`${f.url}/_flocker/metrics`)).text();
+      expect(metrics).toContain('flocker_requests_total{method="POST",route="/build/cancel",status="200"} 1');
+    });
+
+    test("BuildKit's gRPC API (buildx) is refused with a clear error, also as an upgrade", async () => {
+      for (const headers of [{}, { Connection: "Upgrade", Upgrade: "h2c" }]) {
+        const res = await fetch(`${f.url}/v1.41/grpc`, { method: "POST", headers });
+        expect(res.status).toBe(501);
+        expect((await res.json()).message).toContain("BuildKit's gRPC API");
+      }
+    });
+
     test("docker import, then docker run of it; curl's Expect: 100-continue upload is answered", async () => {
       const tag = `${prefix}-imported:1`;
       const imported = Bun.spawnSync(["sh", "-c", `tar -C / -cf - bin/busybox | ${cli} import - ${tag}`], { env: { DOCKER_HOST: f.dockerHost, PATH: process.env.PATH! } });
