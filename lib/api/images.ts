@@ -11,6 +11,7 @@ import { mergeProgress, type ProgressSource } from "../upstream/progress.ts";
 import { localImageKey } from "../cluster/placement.ts";
 import { mergePrune } from "./prune.ts";
 import { importImage } from "./build.ts";
+import { joinImageArchives } from "./image-archive.ts";
 
 type ImageSummary = Record<string, unknown> & { Id: string; RepoTags?: string[] | null; RepoDigests?: string[] | null };
 
@@ -181,14 +182,28 @@ export function imageRoutes(ctx: FlockerContext) {
     return refusalOf(answers) ?? c.json(mergePrune(answers));
   });
 
-  // docker save: from a host that holds every named image.
+  // docker save: from a host that holds every named image; else each of the fewest hosts that
+  // hold them saves its share, and the archives are joined into one.
   app.get("/images/get", async (c) => {
     const names = new URL(c.req.url).searchParams.getAll("names");
     const sets = await Promise.all(names.map(holders));
-    if (sets.some((set) => !set.length)) return noHolder(c);
-    const host = sets.reduce((acc, set) => acc.filter((h) => set.includes(h)), sets[0] ?? []).at(0);
-    if (!host) throw new DockerError(404, `flocker: no single host holds all of: ${names.join(", ")}`);
-    return forward(host, c.req.raw);
+    if (!names.length || sets.some((set) => !set.length)) return noHolder(c);
+    const host = sets.reduce((acc, set) => acc.filter((h) => set.includes(h)), sets[0]).at(0);
+    if (host) return forward(host, c.req.raw);
+    const shares = shareOut(names, sets);
+    const prefix = apiPrefixOf(c.req.url);
+    const answers = await Promise.all(shares.map(([h, mine]) => {
+      const query = mine.map((n) => `names=${encodeURIComponent(n)}`).join("&");
+      return forward(h, c.req.raw, { path: `${prefix}/images/get?${query}` });
+    }));
+    const failed = answers.find((res) => res.status !== 200 || !res.body);
+    if (failed) {
+      for (const res of answers) if (res !== failed) await res.body?.cancel().catch(() => {});
+      return failed;
+    }
+    return new Response(joinImageArchives(answers.map((res) => res.body!)), {
+      headers: { "content-type": "application/x-tar" },
+    });
   });
 
   // Name may contain slashes (registry/repo:tag): match the action at the end of the path.
@@ -259,4 +274,18 @@ function forwardToAny(ctx: FlockerContext, c: Context) {
   const host = ctx.cluster.schedulable()[0];
   if (!host) throw new DockerError(503, "flocker: no Docker host is reachable");
   return forward(host, c.req.raw);
+}
+
+/** Names shared out to hosts: each time, the host that holds most of the names left takes them. */
+function shareOut(names: string[], holders: Host[][]): [Host, string[]][] {
+  const shares: [Host, string[]][] = [];
+  let left = names.map((name, i) => ({ name, holders: holders[i] }));
+  while (left.length) {
+    const counts = new Map<Host, number>();
+    for (const { holders } of left) for (const h of holders) counts.set(h, (counts.get(h) ?? 0) + 1);
+    const best = [...counts].sort((a, b) => b[1] - a[1])[0][0];
+    shares.push([best, left.filter((n) => n.holders.includes(best)).map((n) => n.name)]);
+    left = left.filter((n) => !n.holders.includes(best));
+  }
+  return shares;
 }

@@ -202,6 +202,40 @@ for (const runtime of RUNTIMES) {
       expect(metrics).toContain('flocker_requests_total{method="POST",route="/build/cancel",status="200"} 1');
     });
 
+    test("docker save of images on different hosts: one archive (shared layers once), which docker load takes back", async () => {
+      // Two images built FROM the test image, each on its own engine: their base layer is in both saves.
+      const tags: string[] = [];
+      for (const [i, host] of testEnv.hosts.slice(0, 2).entries()) {
+        const ctx = join(work, `save-${i}`);
+        mkdirSync(ctx, { recursive: true });
+        writeFileSync(join(ctx, "Dockerfile"), `FROM ${testEnv.image}\nCOPY f /f\n`);
+        writeFileSync(join(ctx, "f"), `saved-${i}-${runtime}\n`);
+        const tag = `${prefix}-saved${i}:1`;
+        const b = await docker(cli, `tcp://${host}`, ["build", "-q", "-t", tag, ctx], { env: { DOCKER_BUILDKIT: "0" } });
+        expect(b.code, b.stderr).toBe(0);
+        tags.push(tag);
+      }
+      const archive = join(work, "saved.tar");
+      const saved = await run(["save", "-o", archive, ...tags, testEnv.image]);
+      expect(saved.code, saved.stderr).toBe(0);
+      const list = Bun.spawnSync(["tar", "tf", archive]).stdout.toString().trim().split("\n");
+      expect(new Set(list).size).toBe(list.length); // every entry once
+      // The test image's layer, the two builds' shared base layer (in both hosts' saves) once, one each on top.
+      expect(list.filter((n) => n.endsWith("/layer.tar")).length).toBe(4);
+      const manifest = JSON.parse(Bun.spawnSync(["tar", "xOf", archive, "manifest.json"]).stdout.toString());
+      expect(manifest.map((m: { RepoTags: string[] }) => m.RepoTags[0]).sort()).toEqual([...tags, testEnv.image].sort());
+      // Loaded back through flocker (the originals gone): both run, from the one archive.
+      expect((await run(["rmi", ...tags])).code).toBe(0);
+      const loaded = await run(["load", "-i", archive]);
+      expect(loaded.code, loaded.stderr).toBe(0);
+      for (const [i, tag] of tags.entries()) {
+        const r = await run(["run", "--rm", "--network=none", tag, "cat", "/f"]);
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stdout.trim()).toBe(`saved-${i}-${runtime}`);
+      }
+      expect((await run(["rmi", ...tags])).code).toBe(0);
+    });
+
     test("BuildKit's gRPC API (buildx) is refused with a clear error, also as an upgrade", async () => {
       for (const headers of [{}, { Connection: "Upgrade", Upgrade: "h2c" }]) {
         const res = await fetch(`${f.url}/v1.41/grpc`, { method: "POST", headers });
