@@ -26,9 +26,18 @@ export function allocate(ctx: FlockerContext): Host {
   return host;
 }
 
+/**
+ * An image made or loaded on `host`: runs of it must land there, unless other hosts hold the very
+ * same image (a `docker load` of one they pulled): then it is not pinned, and any earlier pin of
+ * that name goes (it would send every run of it to one host, against constraints and spread).
+ */
 async function remember(ctx: FlockerContext, host: Host, ref: string) {
   ctx.cluster.noteImage(host, ref);
-  await ctx.store.set(localImageKey(ref), host.name);
+  const { answers } = await fanoutJson<{ Id?: string }>(ctx.cluster.healthy(), `/images/${encodeURIComponent(ref)}/json`);
+  const id = answers.find((a) => a.host === host && a.status === 200)?.body?.Id;
+  const elsewhere = id !== undefined && answers.some((a) => a.host !== host && a.status === 200 && a.body?.Id === id);
+  if (elsewhere) await ctx.store.delete(localImageKey(ref));
+  else await ctx.store.set(localImageKey(ref), host.name);
 }
 
 /** Pass a progress stream through, noticing image names it reports; `tags` are remembered once it succeeds. */
