@@ -182,10 +182,13 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
   }
 }
 
+/** Headers writeResponse writes itself (the body is sent whole, then the connection closes). */
+const FRAMING = new Set(["content-length", "transfer-encoding", "connection"]);
+
 async function writeResponse(socket: Duplex, res: Response) {
   const body = await res.text();
   const head = [statusLine(res)];
-  res.headers.forEach((v, k) => head.push(`${k}: ${v}`));
+  res.headers.forEach((v, k) => !FRAMING.has(k) && head.push(`${k}: ${v}`));
   head.push(`Content-Length: ${Buffer.byteLength(body)}`, "Connection: close");
   socket.end(head.join("\r\n") + "\r\n\r\n" + body);
 }
@@ -200,9 +203,15 @@ async function hijack(flocker: Flocker, req: IncomingMessage, socket: Duplex, he
   const pathname = (req.url ?? "/").split("?")[0];
   if (req.method !== "POST" || !flocker.isHijackPath(pathname)) {
     // An upgrade flocker does not pipe (BuildKit's /grpc, say): the app's answer, as for any request.
-    const headers = new Headers();
-    for (let i = 0; i < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i], req.rawHeaders[i + 1]);
-    return writeResponse(socket, await flocker.fetch(new Request(`http://localhost${req.url ?? "/"}`, { method: req.method, headers })));
+    let res: Response;
+    try {
+      const headers = new Headers();
+      for (let i = 0; i < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i], req.rawHeaders[i + 1]);
+      res = await flocker.fetch(new Request(`http://localhost${pathname.startsWith("/") ? req.url : "/"}`, { method: req.method, headers }));
+    } catch (err) {
+      res = Response.json({ message: `bad request: ${err instanceof Error ? err.message : String(err)}` }, { status: 400 });
+    }
+    return writeResponse(socket, res);
   }
   const session = req.headers[SESSION_HEADER];
   const target = await flocker.hijack(pathname, typeof session === "string" ? session : undefined);
