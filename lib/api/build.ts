@@ -27,32 +27,41 @@ export function allocate(ctx: FlockerContext): Host {
 }
 
 /**
- * An image made or loaded on `host`: runs of it must land there, unless other hosts hold the very
- * same image (a `docker load` of one they pulled): then it is not pinned, and any earlier pin of
- * that name goes (it would send every run of it to one host, against constraints and spread).
+ * An image made or loaded on `host`: runs of it must land there. A loaded one (`loaded`) may be
+ * one other hosts hold too, the very same image (a `docker load` of one they pulled): then it is
+ * not pinned, and any earlier pin of that name goes (it would send every run of it to one host,
+ * against constraints and spread). What a build, commit or import made is new: not asked.
  */
-async function remember(ctx: FlockerContext, host: Host, ref: string) {
+async function remember(ctx: FlockerContext, host: Host, ref: string, loaded = false) {
   ctx.cluster.noteImage(host, ref);
-  const { answers } = await fanoutJson<{ Id?: string }>(ctx.cluster.healthy(), `/images/${encodeURIComponent(ref)}/json`);
-  const id = answers.find((a) => a.host === host && a.status === 200)?.body?.Id;
-  const elsewhere = id !== undefined && answers.some((a) => a.host !== host && a.status === 200 && a.body?.Id === id);
-  if (elsewhere) await ctx.store.delete(localImageKey(ref));
-  else await ctx.store.set(localImageKey(ref), host.name);
+  if (loaded) {
+    const { answers } = await fanoutJson<{ Id?: string }>(ctx.cluster.healthy(), `/images/${encodeURIComponent(ref)}/json`);
+    const id = answers.find((a) => a.host === host && a.status === 200)?.body?.Id;
+    if (id !== undefined && answers.some((a) => a.host !== host && a.status === 200 && a.body?.Id === id)) {
+      return ctx.store.delete(localImageKey(ref));
+    }
+  }
+  await ctx.store.set(localImageKey(ref), host.name);
 }
 
-/** Pass a progress stream through, noticing image names it reports; `tags` are remembered once it succeeds. */
+/** Pass a progress stream through; once it succeeds, `tags` and the images it reports loaded are remembered. */
 function watch(ctx: FlockerContext, host: Host, res: Response, tags: string[]): Response {
   if (res.status !== 200 || !res.body) return res;
+  const loaded: string[] = [];
   const body = mergeProgress([{ host, body: res.body }], {
     tagIds: false,
     onLine: (_h, line) => {
       const stream = typeof line.stream === "string" ? line.stream : "";
-      const loaded = /^Loaded image(?: ID)?: (\S+)/.exec(stream);
-      if (loaded) tags.push(loaded[1]);
+      const name = /^Loaded image(?: ID)?: (\S+)/.exec(stream);
+      if (name) loaded.push(name[1]);
     },
     // Awaited before the stream ends: the CLI may run the image as soon as it has read the end.
     onDone: async (_h, failed) => {
-      if (!failed) await Promise.all(tags.map((t) => remember(ctx, host, t).catch(() => {})));
+      if (failed) return;
+      await Promise.all([
+        ...tags.map((t) => remember(ctx, host, t).catch(() => {})),
+        ...loaded.map((t) => remember(ctx, host, t, true).catch(() => {})),
+      ]);
     },
   });
   return new Response(body, { status: res.status, headers: res.headers });
