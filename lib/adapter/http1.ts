@@ -29,12 +29,11 @@ const latin1 = new TextDecoder("latin1");
 export function requestOf(buf: Buffer, head: Head, signal: AbortSignal): Request | undefined {
   if (!head.target.startsWith("/")) return undefined;
   try {
-    const lines = latin1.decode(buf.subarray(0, head.length - 4)).split("\r\n");
     const headers = new Headers();
-    for (let i = 1; i < lines.length; i++) {
-      const colon = lines[i].indexOf(":");
+    for (const line of headerLines(buf, head)) {
+      const colon = line.indexOf(":");
       if (colon <= 0) return undefined;
-      headers.append(lines[i].slice(0, colon), lines[i].slice(colon + 1).trim());
+      headers.append(line.slice(0, colon), line.slice(colon + 1).trim());
     }
     // A fixed origin: the Host header is the client's to send, and must not reshape the path
     // ("Host: x/containers/y" would) that the app routes and checks.
@@ -44,12 +43,16 @@ export function requestOf(buf: Buffer, head: Head, signal: AbortSignal): Request
   }
 }
 
-/** A header's value (the first one, trimmed) in a request head; `name` lower-case. Not for the hot path: it decodes the head. */
+/** The header lines of a request head, decoded (not for the hot path). */
+function headerLines(buf: Buffer, head: Head): string[] {
+  return latin1.decode(buf.subarray(0, head.length - 4)).split("\r\n").slice(1);
+}
+
+/** A header's value (the first one, trimmed) in a request head; `name` lower-case. */
 export function headerValue(buf: Buffer, head: Head, name: string): string | undefined {
-  const lines = latin1.decode(buf.subarray(0, head.length - 4)).split("\r\n");
-  for (let i = 1; i < lines.length; i++) {
-    const colon = lines[i].indexOf(":");
-    if (colon > 0 && lines[i].slice(0, colon).trim().toLowerCase() === name) return lines[i].slice(colon + 1).trim();
+  for (const line of headerLines(buf, head)) {
+    const colon = line.indexOf(":");
+    if (colon > 0 && line.slice(0, colon).trim().toLowerCase() === name) return line.slice(colon + 1).trim();
   }
   return undefined;
 }
