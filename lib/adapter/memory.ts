@@ -72,8 +72,18 @@ function collectNow() {
   threshold = Math.max(SOFT_LIMIT, Math.min(left + REGROW, Math.max(CAP, left + CHECK_EVERY)));
 }
 
+/**
+ * Bun only. Under V8 (Deno) a script's gc() is a low-memory notification: reducing full
+ * collections that shrink the young generation and empty the page pool, so the next burst of
+ * requests grows them again, faulting every page back in: routed requests took ~2x the CPU (0.6
+ * page faults each) for seconds after each settle (measured; the benchmark's variants take turns,
+ * so each of its rounds began there). V8's own memory reducer gives idle memory back instead.
+ */
+const SETTLES = !!runtime.Bun;
+
 /** Collect once nothing has gone through for SETTLE_MS (each call starts the wait again). */
 function settleLater() {
+  if (!SETTLES) return;
   if (settle) clearTimeout(settle);
   settle = setTimeout(() => {
     settle = undefined;
