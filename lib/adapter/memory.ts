@@ -8,8 +8,8 @@
  * remains (a chunk a slow reader queued, mTLS clients under Deno on node:tls, the app's own streams) is why this stays. The front
  * counts the bytes it carries; every few megabytes it looks at the resident size, and only past a
  * soft limit asks for a collection: one costs 5-30 ms, so collecting on a fixed
- * schedule would cost a tenth of the throughput or more (measured on `docker cp` in). Once the
- * streams have gone quiet for a second, it collects once more, when that costs nobody anything.
+ * schedule would cost a tenth of the throughput or more (measured on `docker cp` in). Once
+ * the streams have gone quiet for a second (Deno: half a minute, see SETTLE_MS), it collects once more.
  */
 import process from "node:process";
 import v8 from "node:v8";
@@ -56,8 +56,6 @@ let collect: (() => void) | undefined;
 let streamed = 0;
 let threshold = SOFT_LIMIT;
 
-/** Quiet time after a stream before what it left is collected (free then: nothing is waiting). */
-const SETTLE_MS = 1000;
 let settle: ReturnType<typeof setTimeout> | undefined;
 
 /** Something was streamed or asked of the app here since the last collection. */
@@ -73,17 +71,18 @@ function collectNow() {
 }
 
 /**
- * Bun only. Under V8 (Deno) a script's gc() is a low-memory notification: reducing full
- * collections that shrink the young generation and empty the page pool, so the next burst of
- * requests grows them again, faulting every page back in: routed requests took ~2x the CPU (0.6
- * page faults each) for seconds after each settle (measured; the benchmark's variants take turns,
- * so each of its rounds began there). V8's own memory reducer gives idle memory back instead.
+ * Quiet time after a stream before what it left is collected (free then: nothing is waiting).
+ * Under V8 (Deno) a script's gc() is a low-memory notification: reducing full collections that
+ * shrink the young generation and empty the page pool, so the next burst of requests grows them
+ * again, faulting every page back in: routed requests took ~2x the CPU (0.6 page faults each) for
+ * seconds after each such collection (measured; a second after every burst, the benchmark's
+ * rounds, whose variants take turns, all began there). Without it the idle size crept up (88 ->
+ * 98 MB over the benchmark's nine 1 GB streams): so it comes after half a minute of quiet.
  */
-const SETTLES = !!runtime.Bun;
+const SETTLE_MS = runtime.Bun ? 1000 : 30_000;
 
 /** Collect once nothing has gone through for SETTLE_MS (each call starts the wait again). */
 function settleLater() {
-  if (!SETTLES) return;
   if (settle) clearTimeout(settle);
   settle = setTimeout(() => {
     settle = undefined;
