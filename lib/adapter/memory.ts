@@ -56,8 +56,6 @@ let collect: (() => void) | undefined;
 let streamed = 0;
 let threshold = SOFT_LIMIT;
 
-let settle: ReturnType<typeof setTimeout> | undefined;
-
 /** Something was streamed or asked of the app here since the last collection. */
 let dirty = false;
 /** Tells the other threads of the process that this one collected under pressure (see collectIfDirty). */
@@ -71,7 +69,8 @@ function collectNow() {
 }
 
 /**
- * Quiet time after a stream before what it left is collected (free then: nothing is waiting).
+ * Quiet time after a stream before what it left is collected (nothing is waiting then; under
+ * Deno the cost comes later).
  * Under V8 (Deno) a script's gc() is a low-memory notification: reducing full collections that
  * shrink the young generation and empty the page pool, so the next burst of requests grows them
  * again, faulting every page back in: routed requests took ~2x the CPU (0.6 page faults each) for
@@ -80,6 +79,7 @@ function collectNow() {
  * 98 MB over the benchmark's nine 1 GB streams): so it comes after half a minute of quiet.
  */
 const SETTLE_MS = runtime.Bun ? 1000 : 30_000;
+let settle: ReturnType<typeof setTimeout> | undefined;
 
 /** Collect once nothing has gone through for SETTLE_MS (each call starts the wait again). */
 function settleLater() {
