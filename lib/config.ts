@@ -43,8 +43,8 @@ export const configSchema = z.object({
   FLOCKER_REGISTRY_AUTH: z.string().optional(),
   FLOCKER_PROBE_INTERVAL: z.coerce.number().int().min(100).max(600_000).default(5000),
   /**
-   * Threads serving client connections (plain TCP listener): by default one per CPU (at most 4)
-   * under Bun, one under Deno. The store, inventory and app stay on the main thread.
+   * Threads serving client connections (plain TCP listener): by default one per two CPUs (at
+   * most 4) under Bun, one under Deno. The store, inventory and app stay on the main thread.
    */
   FLOCKER_THREADS: z.coerce.number().int().min(1).max(64).optional(),
   FLOCKER_LOG: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),

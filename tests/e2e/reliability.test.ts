@@ -585,6 +585,7 @@ describe("security", () => {
         FLOCKER_TLS_CERT: join(dir, "server.pem"),
         FLOCKER_TLS_KEY: join(dir, "server-key.pem"),
         ...(clientCertificates && { FLOCKER_TLS_CA: join(dir, "ca.pem") }),
+        ...(runtime === "bun" && { FLOCKER_THREADS: "2" }), // a TLS listener on each front thread
       },
       stdout: "pipe",
       stderr: "pipe",
