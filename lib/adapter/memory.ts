@@ -94,15 +94,28 @@ function collectNow() {
  */
 const SETTLE_MS = runtime.Bun ? 1000 : 30_000;
 let settle: ReturnType<typeof setTimeout> | undefined;
+/** Answers passed on since the wait began (notePassed): the collection waits on while they come. */
+let passed = 0;
 
 /** Collect once nothing has gone through for SETTLE_MS (each call starts the wait again). */
 function settleLater() {
   if (settle) clearTimeout(settle);
+  passed = 0;
   settle = setTimeout(() => {
     settle = undefined;
-    collectNow();
+    if (passed) settleLater();
+    else collectNow();
   }, SETTLE_MS);
   (settle as { unref?: () => void }).unref?.();
+}
+
+/**
+ * Note an answer passed on without leaving garbage (a routed request's, lent): not streamed bytes,
+ * but activity: the quiet-time collection is put off while they come (a count, checked when the
+ * wait is up: nothing per request but an increment).
+ */
+export function notePassed() {
+  passed++;
 }
 
 /** Past the threshold: collect here, and ask the other threads to collect what they hold. */

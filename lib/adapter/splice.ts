@@ -24,11 +24,12 @@ export function endAndClose(socket: Spliceable) {
 /**
  * A socket whose reads only pass on to another socket of the same runtime lends its chunks: under
  * Deno it reads into reused buffers (DenoStream.lend), under Bun each chunk is released as soon as
- * it is written (BunStream.lend). `to` undefined ends that.
+ * it is written (BunStream.lend). `to` undefined ends that. True when it lends.
  */
-export function lend(from: Spliceable, to: Spliceable | undefined) {
-  if (from instanceof DenoStream) from.lend = to instanceof DenoStream;
-  else if (from instanceof BunStream) from.lend = to instanceof BunStream;
+export function lend(from: Spliceable, to: Spliceable | undefined): boolean {
+  if (from instanceof DenoStream) return (from.lend = to instanceof DenoStream);
+  if (from instanceof BunStream) return (from.lend = to instanceof BunStream);
+  return false;
 }
 
 /** Copy both ways, keeping half-close: the client's EOF reaches the engine, the rest of the output still comes back. */
