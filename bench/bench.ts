@@ -28,6 +28,7 @@ import process from "node:process";
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { freePort } from "../tests/ports.ts";
+import { defaultFrontThreads } from "../lib/adapter/node-server.ts";
 import type { Subprocess } from "bun";
 
 // ------------------------------------------------------------------------------------------ config
@@ -1089,7 +1090,7 @@ async function report(ctx: Ctx | undefined, failure?: unknown) {
     "Notes:",
     "",
     `- HAProxy ${CFG.haproxyThreads ? `nbthread ${CFG.haproxyThreads}` : `with its default thread count (one per CPU, ${navigator.hardwareConcurrency} here)`}; ` +
-      `flocker (Bun) serves with its default threads (one per two CPUs: ${Math.max(1, Math.min(4, Math.floor(navigator.hardwareConcurrency / 2)))} here), flocker (Deno) with one. wrk, the engines and the proxies share the same CPUs.`,
+      `flocker (Bun) serves with its default threads (one per two CPUs: ${defaultFrontThreads()} here), flocker (Deno) with one. wrk, the engines and the proxies share the same CPUs.`,
     "- RSS is VmRSS from /proc/PID/status sampled every 50 ms, of the flocker process that has already served every benchmark above; " +
       "\"flat\" = the peak in the second half of the stream exceeds the first half's by less than " + `${RSS_FLAT_MB} MB.`,
     ...notes.map((n) => `- ${n}`),

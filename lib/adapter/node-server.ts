@@ -136,7 +136,7 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
     if (native && (!options.tls || native.servesTls(options.tls))) {
       // More front threads: each listens on the same TCP port (SO_REUSEPORT) and asks this thread
       // for routes; the kernel spreads the connections (and, serving TLS, their handshakes).
-      const threads = options.threads ?? defaultThreads();
+      const threads = options.threads ?? defaultFrontThreads();
       const more = "path" in options.listen ? 0 : Math.max(0, threads - 1);
       if (more > 0 && !("path" in options.listen) && options.listen.port !== 0) await assertPortFree(options.listen);
       const listener = native.listen(options.listen, accept, more > 0, options.tls);
@@ -256,6 +256,6 @@ export function upgradeHandler(flocker: Flocker, engineTls?: EngineTls) {
  * CPUs. On 2 CPUs a second thread cost ~30% more CPU per routed request (fewer events per wakeup,
  * a second heap) and served fewer requests than one. Deno: one (see `threads`).
  */
-function defaultThreads(): number {
+export function defaultFrontThreads(): number {
   return "Bun" in globalThis ? Math.max(1, Math.min(4, Math.floor((navigator.hardwareConcurrency || 1) / 2))) : 1;
 }
