@@ -207,8 +207,11 @@ for (const runtime of RUNTIMES) {
         ok(r);
         expect(lines(r.stdout)).toEqual(["hello-from-writer", "ping-ok"]);
         if (compose.name === "docker-compose-1.29") {
-          // Without the docker CLI: docker-py attaches over a hijacked connection itself.
-          const r2 = await run(a, ["run", "--rm", "-T", "reader", "cat", "/data/msg"], { env: { COMPOSE_INTERACTIVE_NO_CLI: "1" } });
+          // Without the docker CLI: docker-py attaches over a hijacked connection itself. It attaches
+          // only AFTER starting the container (dockerpty's sockets() is a lazy `map` under Python 3),
+          // so output written before the attach is lost, against one engine too: the sleep lets the
+          // attach come first.
+          const r2 = await run(a, ["run", "--rm", "-T", "reader", "sh", "-c", "sleep 1; cat /data/msg"], { env: { COMPOSE_INTERACTIVE_NO_CLI: "1" } });
           ok(r2);
           expect(r2.stdout.trim()).toBe("hello-from-writer");
         }
