@@ -33,6 +33,8 @@ export interface CoreOptions {
   hosts: (string | HostAddress)[];
   /** How to reach an engine (tcp, unix socket, TLS); supplied by the runtime adapter. */
   hostFetch: HostFetchFactory;
+  /** A quicker way for questions whose answer is read whole (see Host.ask); optional. */
+  hostAsk?: HostFetchFactory;
   store?: Store;
   strategy?: Strategy;
   pull?: PullMode;
@@ -103,7 +105,8 @@ export function buildFlocker(options: CoreOptions): Flocker {
   const parse = (h: string | HostAddress) => (typeof h === "string" ? parseHostAddress(h) : h);
   const telemetry = new Telemetry();
   const logger = new Logger(options.log, options.logWriter);
-  const cluster = new Cluster(options.hosts.map(parse), instrumentFetch(options.hostFetch, telemetry), options);
+  const hostAsk = options.hostAsk && instrumentFetch(options.hostAsk, telemetry);
+  const cluster = new Cluster(options.hosts.map(parse), instrumentFetch(options.hostFetch, telemetry), { ...options, hostAsk });
   const store: Store = options.store ?? new MemoryStore();
   const locator = new Locator(store, cluster);
   const hooks = options.hooks ?? {};

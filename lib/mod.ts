@@ -7,6 +7,7 @@
  */
 import { buildFlocker, type CoreOptions, type Flocker } from "./flocker.ts";
 import { runtimeHostFetch, type EngineTls } from "./adapter/host-fetch.ts";
+import { runtimeHostAsk } from "./adapter/engine-ask.ts";
 import { RedisStore } from "./store/redis.ts";
 import { HookStore, type StoreHooks } from "./store/hooks.ts";
 import type { Store } from "./store/types.ts";
@@ -46,6 +47,8 @@ export function createFlocker(options: FlockerOptions = {}): Flocker {
     hosts,
     store,
     hostFetch: options.hostFetch ?? runtimeHostFetch(options.engineTls),
+    // A caller's own hostFetch answers everything: the raw-connection asks would go around it.
+    hostAsk: options.hostAsk ?? (options.hostFetch ? undefined : runtimeHostAsk(options.engineTls)),
   });
 }
 

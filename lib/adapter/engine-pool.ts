@@ -1,9 +1,10 @@
 /**
- * Runtime glue: keep-alive connections to the engines, for the front's routed requests. Each
+ * Runtime glue: keep-alive connections to the engines, for the front's routed requests (and the
+ * app's questions, engine-ask.ts). Each
  * connection's listeners are set once and each request plugs its exchange in, so the hot path
  * adds and removes no listeners.
  */
-import type { Host } from "../cluster/host.ts";
+import type { HostAddress } from "../cluster/host.ts";
 import type { StreamSocket } from "./front.ts";
 
 /** Idle keep-alive connections kept per engine. */
@@ -23,7 +24,7 @@ export class EngineConnection {
   /** When its last exchange ended (performance.now()). */
   lastUsed = 0;
 
-  constructor(readonly host: Host, readonly socket: StreamSocket) {
+  constructor(readonly host: HostAddress, readonly socket: StreamSocket) {
     socket.on("data", (chunk: Buffer) => (this.exchange ? this.exchange.data(chunk) : this.close()));
     socket.on("error", (err: Error) => (this.exchange ? this.exchange.error(err) : this.close()));
     socket.on("end", () => (this.exchange ? this.exchange.end() : this.close()));
@@ -43,13 +44,13 @@ export class EngineConnection {
 
 /** The idle connections to each engine. */
 export class EnginePool {
-  readonly #pools = new Map<Host, EngineConnection[]>();
+  readonly #pools = new Map<HostAddress, EngineConnection[]>();
 
   /** `dial` opens a raw connection to an engine (tcp, unix or TLS). */
-  constructor(private dial: (host: Host) => StreamSocket) {}
+  constructor(private dial: (host: HostAddress) => StreamSocket) {}
 
   /** An idle keep-alive connection to the engine last used since `freshSince`, or a new one. */
-  take(host: Host, freshSince = -Infinity): { engine: EngineConnection; reused: boolean } {
+  take(host: HostAddress, freshSince = -Infinity): { engine: EngineConnection; reused: boolean } {
     const pool = this.#pools.get(host);
     let engine: EngineConnection | undefined;
     while ((engine = pool?.pop())) {
@@ -61,7 +62,7 @@ export class EnginePool {
     return { engine: new EngineConnection(host, this.dialFresh(host)), reused: false };
   }
 
-  dialFresh(host: Host): StreamSocket {
+  dialFresh(host: HostAddress): StreamSocket {
     const socket = this.dial(host);
     socket.setNoDelay(true);
     return socket;

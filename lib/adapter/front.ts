@@ -11,7 +11,7 @@
  * ./engine-pool.ts keeps the engine connections, ./splice.ts joins two sockets.
  */
 import type { Flocker, PassRoute } from "../flocker.ts";
-import type { Host } from "../cluster/host.ts";
+import type { Host, HostAddress } from "../cluster/host.ts";
 import { noteAppRequest, notePassed, noteStreamed } from "./memory.ts";
 import { EMPTY, Framing, type Head, headEnd, headerValue, parseHead, requestOf, statusLine } from "./http1.ts";
 import { SESSION_HEADER } from "../api/hijack.ts";
@@ -63,7 +63,7 @@ export type FrontBackend = Pick<Flocker, "passThrough" | "isHijackPath" | "hijac
 export interface FrontOptions {
   flocker: FrontBackend;
   /** Opens a raw connection to an engine (tcp, unix or TLS). */
-  dial: (host: Host) => StreamSocket;
+  dial: (host: HostAddress) => StreamSocket;
   /** Hands a connection to the full HTTP server, with the bytes already read. */
   handOff: (socket: StreamSocket, buffered: Buffer) => void;
   /** The full HTTP server as a pseudo host: requests the fast path does not take go there. */

@@ -173,6 +173,11 @@ export class Framing {
 
   constructor(private isHead: boolean) {}
 
+  /** The message (a response without length or chunks) ends when its connection does. */
+  get untilClose(): boolean {
+    return this.#mode === "close";
+  }
+
   /** A request body that follows a head already read. */
   static body(chunked: boolean, length: number): Framing {
     const f = new Framing(false);

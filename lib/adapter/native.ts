@@ -5,7 +5,7 @@
  */
 import net from "node:net";
 import tls from "node:tls";
-import { type Host, newHostStatus, parseHostAddress } from "../cluster/host.ts";
+import { type Host, type HostAddress, newHostStatus, parseHostAddress } from "../cluster/host.ts";
 import type { EngineTls } from "./host-fetch.ts";
 import { Front, type FrontBackend, type StreamSocket } from "./front.ts";
 import { splice } from "./splice.ts";
@@ -38,7 +38,7 @@ export const native: NativeSockets | undefined = "Bun" in globalThis
   : undefined;
 
 /** A raw connection to an engine: on the runtime's sockets (TLS too), else on node:net/node:tls. */
-export function dial(host: Host, engineTls?: EngineTls): StreamSocket {
+export function dial(host: HostAddress, engineTls?: EngineTls): StreamSocket {
   if (native) return native.connect(host.dial, host.tls ? engineTls ?? {} : undefined);
   if ("path" in host.dial) return net.connect({ path: host.dial.path, allowHalfOpen: true });
   if (host.tls) {

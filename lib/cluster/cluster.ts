@@ -9,6 +9,8 @@ export interface ClusterOptions {
   probeIntervalMs?: number;
   /** Deadline for one probe (default 2000). */
   probeTimeoutMs?: number;
+  /** Each engine's `ask` (see Host.ask); without it, questions go by `fetch`. */
+  hostAsk?: HostFetchFactory;
 }
 
 interface VersionBody {
@@ -34,10 +36,12 @@ export class Cluster {
   #timer?: ReturnType<typeof setInterval>;
   readonly probeIntervalMs: number;
   readonly probeTimeoutMs: number;
+  readonly #makeAsk?: HostFetchFactory;
 
   constructor(addresses: HostAddress[], private makeFetch: HostFetchFactory, options: ClusterOptions = {}) {
     this.probeIntervalMs = options.probeIntervalMs ?? 5000;
     this.probeTimeoutMs = options.probeTimeoutMs ?? 2000;
+    this.#makeAsk = options.hostAsk;
     this.setAddresses(addresses);
   }
 
@@ -67,7 +71,7 @@ export class Cluster {
     this.hosts = addresses.map((a) => {
       const old = known.get(a.address);
       if (old) return Object.assign(old, { name: a.name });
-      const host: Host = { ...a, status: newHostStatus(), fetch: this.makeFetch(a) };
+      const host: Host = { ...a, status: newHostStatus(), fetch: this.makeFetch(a), ask: this.#makeAsk?.(a) };
       return host;
     });
     return this.hosts.filter((h) => !known.has(h.address));

@@ -36,6 +36,11 @@ export interface Host extends HostAddress {
   status: HostStatus;
   /** fetch bound to this engine's transport (tcp, unix socket or TLS). */
   fetch: (request: Request) => Promise<Response>;
+  /**
+   * For questions whose answer is read whole (lists, inspects, probes): a quicker way than
+   * `fetch` where the runtime glue has one (kept-alive raw connections). Never for streams.
+   */
+  ask?: (request: Request) => Promise<Response>;
 }
 
 /** Parse one entry of FLOCKER_HOSTS. Throws with a readable message on a bad entry. */

@@ -82,7 +82,7 @@ export async function requestJson<T = unknown>(
   const signal = init.timeoutMs ? AbortSignal.timeout(init.timeoutMs) : undefined;
   const headers: Record<string, string> = { ...init.headers };
   if (init.body !== undefined) headers["content-type"] ??= "application/json";
-  const res = await host.fetch(
+  const res = await (host.ask ?? host.fetch)(
     new Request(host.baseUrl + path, { method: init.method ?? "GET", body: init.body, headers, signal }),
   );
   const text = await res.text();
