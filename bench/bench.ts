@@ -521,12 +521,14 @@ async function benchRouted(ctx: Ctx) {
     { name: "direct", url: `http://${ctx.e1}${path}`, pid: enginePid() },
     { name: "HAProxy", url: ctx.haproxy!.url + path, pid: ctx.haproxy!.proc.pid },
   ];
-  // Every variant answers 200 for the container, then a short warm-up (JIT, connection pools).
+  // Every variant answers 200 for the container, then a warm-up round as long as a measured one,
+  // not counted: under Deno the first seconds of load cost up to ~2x the CPU per request of the
+  // steady state (V8 still compiling the hot path, the young generation still growing).
   for (const v of variants) {
     const res = await fetch(v.url);
     const body = await res.text();
     if (res.status !== 200) throw new Error(`${v.name}: GET ${path} -> ${res.status} ${body.slice(0, 200)}`);
-    await wrk(v.url, "1s");
+    await wrk(v.url);
   }
   const got = new Map<string, Wrk[]>(variants.map((v) => [v.name, []]));
   const cpu = new Map<string, Cpu[]>(variants.map((v) => [v.name, []]));
