@@ -14,7 +14,7 @@ import type { Flocker, PassRoute } from "../flocker.ts";
 import type { Host, HostAddress } from "../cluster/host.ts";
 import { noteAppRequest, notePassed, noteStreamed } from "./memory.ts";
 import { EMPTY, Framing, type Head, headEnd, headerValue, parseHead, requestOf, statusLine } from "./http1.ts";
-import { SESSION_HEADER } from "../api/hijack.ts";
+import { isContainerStream, SESSION_HEADER } from "../api/hijack.ts";
 import { type EngineConnection, EnginePool } from "./engine-pool.ts";
 import { endAndClose, lend, splice } from "./splice.ts";
 
@@ -538,5 +538,5 @@ async function hijack(front: Front, socket: StreamSocket, buffered: Buffer, path
   upstream.write(buffered);
   front.flocker.hijackStream(1);
   socket.once("close", () => front.flocker.hijackStream(-1));
-  splice(socket, upstream);
+  splice(socket, upstream, isContainerStream(pathname));
 }

@@ -18,6 +18,12 @@ export function isHijackPath(pathname: string): boolean {
   return ATTACH.test(path) || EXEC_START.test(path) || path === SESSION;
 }
 
+/** Attach and exec start: a container's own streams (not a BuildKit session's round trips). */
+export function isContainerStream(pathname: string): boolean {
+  const path = stripApiVersion(pathname);
+  return ATTACH.test(path) || EXEC_START.test(path);
+}
+
 /** The session id a BuildKit session request carries (its builds name it). */
 export const SESSION_HEADER = "x-docker-expose-session-uuid";
 

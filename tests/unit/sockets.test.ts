@@ -2,7 +2,8 @@
  * The Bun sockets under the front (lib/adapter/bun/socket.ts): a chunk that only passes from one
  * BunStream to another is released as soon as it is written, and one the kernel could not take at
  * once (queued behind a slow reader) is kept until it has gone out. Engines over TLS are dialled on
- * them too: the engine's certificate is checked, a client certificate shown.
+ * them too: the engine's certificate is checked, a client certificate shown. A container stream's
+ * run of small frames is gathered into fewer reads, its last bytes and end still passed on.
  */
 import { expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
@@ -116,4 +117,63 @@ test("TLS to a server that wants a client certificate: round trip with the right
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("a container stream's small frames are gathered into fewer reads; the last one, after a pause, still arrives, then the end", async () => {
+  const FRAMES = 400;
+  const frame = (i: number) => Buffer.alloc(4096, i % 251);
+  const want = createHash("sha256");
+  for (let i = 0; i < FRAMES; i++) want.update(frame(i));
+  want.update("tail");
+  // The engine: 4 KB frames one loop turn apart (each its own packet), then a pause, a last
+  // small write and its end, as a container's output that stops.
+  const engine = Bun.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open(socket) {
+        let i = 0;
+        const next = () => {
+          if (i < FRAMES) {
+            socket.write(frame(i++));
+            return void setImmediate(next);
+          }
+          setTimeout(() => {
+            socket.write("tail");
+            socket.end();
+          }, 50);
+        };
+        next();
+      },
+      data() {},
+    },
+  });
+  let reads = 0;
+  const proxy = listenBun({ hostname: "127.0.0.1", port: 0 }, (client: BunStream) => {
+    const upstream = connectBun({ hostname: "127.0.0.1", port: engine.port });
+    upstream.on("data", () => reads++);
+    splice(client, upstream, true);
+  });
+  const got = createHash("sha256");
+  let received = 0;
+  const ended = Promise.withResolvers<void>();
+  await Bun.connect({
+    hostname: "127.0.0.1",
+    port: proxy.port!,
+    socket: {
+      data(_s, chunk) {
+        got.update(chunk);
+        received += chunk.length;
+      },
+      end: () => ended.resolve(),
+      close: () => ended.resolve(),
+    },
+  });
+  await ended.promise;
+  proxy.stop();
+  engine.stop(true);
+  expect(received).toBe(FRAMES * 4096 + 4);
+  expect(got.digest("hex")).toBe(want.digest("hex"));
+  // Frame by frame this would be ~FRAMES reads.
+  expect(reads).toBeLessThan(FRAMES / 2);
 });
