@@ -538,5 +538,5 @@ async function hijack(front: Front, socket: StreamSocket, buffered: Buffer, path
   upstream.write(buffered);
   front.flocker.hijackStream(1);
   socket.once("close", () => front.flocker.hijackStream(-1));
-  splice(socket, upstream, isContainerStream(pathname));
+  splice(socket, upstream, isContainerStream(pathname) && !target.tls);
 }

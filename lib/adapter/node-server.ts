@@ -242,7 +242,7 @@ async function hijack(flocker: Flocker, req: IncomingMessage, socket: Duplex, he
   }
   flocker.hijackStream(1);
   socket.once("close", () => flocker.hijackStream(-1));
-  splice(socket, upstream, isContainerStream(pathname));
+  splice(socket, upstream, isContainerStream(pathname) && !target.tls);
 }
 
 /** A node:http `upgrade` listener that passes attach / exec start to their engine (used by `serve` and the seed API). */

@@ -19,6 +19,13 @@ const Deno = (globalThis as any).Deno;
 /** Bytes read at once; a read that fills less than SMALL of it is copied out and the buffer kept. */
 const READ_SIZE = 256 * 1024;
 const SMALL = 16 * 1024;
+/**
+ * A connection's first read buffer: most (requests, routed answers, the app's questions) never
+ * need more, and a buffer the allocator hands out of its heap is zeroed, so all of it resident:
+ * 256 KB each for the engine connections kept idle put Deno's RSS ~5 MB up. A read that fills it
+ * moves the connection to READ_SIZE.
+ */
+const FIRST_READ_SIZE = SMALL;
 /** Queued bytes past which write() asks the producer to wait for "drain", as node's sockets do. */
 const HIGH_WATER = 64 * 1024;
 
@@ -151,7 +158,8 @@ export class DenoStream extends EventEmitter implements StreamSocket {
   async #read() {
     const read = readerOf(this.#conn);
     // Two buffers when they are lent: one is read into while the other is still being written.
-    const bufs = [new Uint8Array(READ_SIZE)];
+    let size = FIRST_READ_SIZE;
+    const bufs = [new Uint8Array(size)];
     const loans = [new Loan(), new Loan()];
     let k = 0;
     try {
@@ -160,10 +168,13 @@ export class DenoStream extends EventEmitter implements StreamSocket {
         if (this.#closed) return;
         const back = loans[k].returned();
         if (back) await back;
+        // A buffer outgrown (its writes are out: the loan came back) is left to the collector.
+        if (bufs[k].length < size) bufs[k] = new Uint8Array(size);
         const buf = bufs[k];
         const n = await read(buf);
         if (this.#closed) return;
         if (n === 0) break;
+        if (n === buf.length) size = READ_SIZE;
         if (this.#paused) await new Promise<void>((r) => (this.#wake = r));
         if (this.#closed) return;
         if (this.lend) {
@@ -176,12 +187,12 @@ export class DenoStream extends EventEmitter implements StreamSocket {
             loan = undefined;
           }
           k ^= 1;
-          bufs[k] ??= new Uint8Array(READ_SIZE);
+          bufs[k] ??= new Uint8Array(size);
           continue;
         }
         if (n < SMALL) this.emit("data", Buffer.from(buf.subarray(0, n))); // a copy: the buffer is read into again
         else {
-          bufs[k] = new Uint8Array(READ_SIZE); // handed out as is: the next read gets a new buffer
+          bufs[k] = new Uint8Array(size); // handed out as is: the next read gets a new buffer
           this.emit("data", Buffer.from(buf.buffer, 0, n));
         }
       }
