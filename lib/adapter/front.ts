@@ -14,9 +14,9 @@ import type { Flocker, PassRoute } from "../flocker.ts";
 import type { Host, HostAddress } from "../cluster/host.ts";
 import { noteAppRequest, notePassed, noteStreamed } from "./memory.ts";
 import { EMPTY, Framing, type Head, headEnd, headerValue, parseHead, requestOf, statusLine } from "./http1.ts";
-import { isContainerStream, SESSION_HEADER } from "../api/hijack.ts";
+import { SESSION_HEADER } from "../api/hijack.ts";
 import { type EngineConnection, EnginePool } from "./engine-pool.ts";
-import { endAndClose, lend, splice } from "./splice.ts";
+import { endAndClose, gathers, lend, splice } from "./splice.ts";
 
 /** Largest request head accepted (docker's own limit is 1 MiB; a CLI head is < 1 KiB). */
 const MAX_HEAD = 64 * 1024;
@@ -538,5 +538,5 @@ async function hijack(front: Front, socket: StreamSocket, buffered: Buffer, path
   upstream.write(buffered);
   front.flocker.hijackStream(1);
   socket.once("close", () => front.flocker.hijackStream(-1));
-  splice(socket, upstream, isContainerStream(pathname) && !target.tls);
+  splice(socket, upstream, gathers(pathname, target));
 }

@@ -14,13 +14,13 @@ import type { Flocker } from "../flocker.ts";
 import type { EngineTls } from "./host-fetch.ts";
 import type { StreamSocket } from "./front.ts";
 import { statusLine } from "./http1.ts";
-import { splice } from "./splice.ts";
+import { gathers, splice } from "./splice.ts";
 import { DenoTlsStream } from "./deno/socket.ts";
 import { dial, frontOver, native } from "./native.ts";
 import type { ServerTls } from "./bun/socket.ts";
 import { FrontThreads } from "./front-threads.ts";
 import { noteAppRequest } from "./memory.ts";
-import { isContainerStream, SESSION_HEADER } from "../api/hijack.ts";
+import { SESSION_HEADER } from "../api/hijack.ts";
 
 export type Listen = { host: string; port: number } | { path: string };
 
@@ -242,7 +242,7 @@ async function hijack(flocker: Flocker, req: IncomingMessage, socket: Duplex, he
   }
   flocker.hijackStream(1);
   socket.once("close", () => flocker.hijackStream(-1));
-  splice(socket, upstream, isContainerStream(pathname) && !target.tls);
+  splice(socket, upstream, gathers(pathname, target));
 }
 
 /** A node:http `upgrade` listener that passes attach / exec start to their engine (used by `serve` and the seed API). */

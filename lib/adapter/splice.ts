@@ -6,6 +6,8 @@ import { noteStreamed } from "./memory.ts";
 import { DenoStream } from "./deno/socket.ts";
 import { BunStream } from "./bun/socket.ts";
 import type { StreamSocket } from "./front.ts";
+import type { HostAddress } from "../cluster/host.ts";
+import { isContainerStream } from "../api/hijack.ts";
 
 /** What splice needs: node:http's upgraded sockets (plain Duplex streams) qualify too. */
 export type Spliceable = Omit<StreamSocket, "setNoDelay">;
@@ -32,6 +34,15 @@ export function lend(from: Spliceable, to: Spliceable | undefined): boolean {
   return false;
 }
 
+/**
+ * Whether a hijacked stream's output is gathered (splice's `gather`): a container's own stream
+ * from a plain TCP or unix engine. Over TLS a read takes one record (16 KB under Deno), and
+ * waiting after each capped an mTLS `exec -i` at ~11 MB/s.
+ */
+export function gathers(pathname: string, engine: HostAddress): boolean {
+  return isContainerStream(pathname) && !engine.tls;
+}
+
 /** Chunks under this size that come back to back are a burst of small frames. */
 const GATHER_BELOW = 64 * 1024;
 /** Back to back: the last chunk came less than this long ago (ms). */
@@ -46,8 +57,7 @@ const GATHER_MS = 1;
  * read and a write: ~7 ms of CPU per MB (measured; a `docker cp` takes ~1). Once small chunks come
  * back to back, the next read waits GATHER_MS for the kernel to gather more: a third of the CPU,
  * and the stream as fast as straight from the engine. Sparse output (a shell's echo) is never held.
- * Only over plain TCP or unix sockets, where a read takes all that came: over TLS a read takes one
- * record (16 KB under Deno), and waiting after each capped an mTLS `exec -i` at ~11 MB/s.
+ * Only over plain TCP or unix sockets, where a read takes all that came (see `gathers`).
  */
 export function splice(socket: Spliceable, upstream: Spliceable, gather = false) {
   const forward = (from: Spliceable, to: Spliceable, gather: boolean) => {

@@ -14,8 +14,7 @@ const SESSION = "/session";
 
 /** Whether a path is one the engine hijacks. */
 export function isHijackPath(pathname: string): boolean {
-  const path = stripApiVersion(pathname);
-  return ATTACH.test(path) || EXEC_START.test(path) || path === SESSION;
+  return isContainerStream(pathname) || stripApiVersion(pathname) === SESSION;
 }
 
 /** Attach and exec start: a container's own streams (not a BuildKit session's round trips). */
