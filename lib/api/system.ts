@@ -7,6 +7,7 @@ import { apiPrefixOf } from "./version.ts";
 import { forwardToAnyHealthy } from "../upstream/forward.ts";
 import { type Cluster, compareVersions } from "../cluster/cluster.ts";
 import { mergePrune } from "./prune.ts";
+import { mergeDiskUsage } from "./disk-usage.ts";
 
 type Json = Record<string, unknown>;
 
@@ -89,7 +90,7 @@ export function systemRoutes(ctx: FlockerContext) {
   // `docker login`: any engine can check credentials against the registry.
   app.post("/auth", (c) => forwardToAnyHealthy(cluster.healthy(), c.req.raw));
 
-  // docker system df: every host's usage, summed (images deduplicated by id, volumes by name).
+  // docker system df: every host's usage, as one (./disk-usage.ts).
   app.get("/system/df", async (c) => {
     const query = new URL(c.req.url).search;
     const { answers } = await fanoutJson<Json>(cluster.healthy(), `${apiPrefixOf(c.req.url)}/system/df${query}`, { timeoutMs: 30_000 });
@@ -97,14 +98,7 @@ export function systemRoutes(ctx: FlockerContext) {
     if (refused) return refused;
     const ok = answers.filter((a) => a.status === 200);
     if (!ok.length) throw new DockerError(503, "flocker: no Docker host is reachable");
-    const merged: Json = { LayersSize: 0 };
-    const dedupe = (items: Json[], key: string) => [...new Map(items.map((i) => [String(i[key]), i])).values()];
-    for (const field of ["Images", "Containers", "Volumes", "BuildCache"] as const) {
-      const items = ok.flatMap((a) => (a.body[field] as Json[] | null) ?? []);
-      merged[field] = field === "Images" ? dedupe(items, "Id") : field === "Volumes" ? dedupe(items, "Name") : items;
-    }
-    merged.LayersSize = ok.reduce((n, a) => n + (Number(a.body.LayersSize) || 0), 0);
-    return c.json(merged);
+    return c.json(mergeDiskUsage(ok.map((a) => a.body)));
   });
 
   // Prunes that have no per-resource module: every host, results merged.

@@ -355,6 +355,41 @@ for (const runtime of RUNTIMES) {
       expect(((await res.json()) as { message: string }).message).toContain("swarm");
     });
 
+    test("system df: a volume or an image in use on one host reads as in use, and reclaimable is what the hosts could free", async () => {
+      const vol = `${prefix}-dfv`;
+      const name = `${prefix}-dfc`;
+      expect((await run(["volume", "create", vol])).code).toBe(0);
+      const r = await run(["run", "-d", "--name", name, "-v", `${vol}:/d`, testEnv.image, "sh", "-c", "head -c 2000000 /dev/zero > /d/f; sleep 600"]);
+      expect(r.code, r.stderr).toBe(0);
+      try {
+        const where = (await hostOf(name))!;
+        let written = 0;
+        for (let i = 0; i < 50 && written < 2_000_000; i++, await Bun.sleep(100)) {
+          const usage = (await engine<{ Volumes: { Name: string; UsageData: { Size: number } }[] }>(where, "/system/df")).body;
+          written = usage.Volumes.find((v) => v.Name === vol)?.UsageData.Size ?? 0;
+        }
+        expect(written).toBe(2_000_000);
+        // The CLI's own view: the volume line of `df -v` is "NAME LINKS SIZE".
+        const verbose = await run(["system", "df", "-v"]);
+        expect(verbose.code, verbose.stderr).toBe(0);
+        const line = verbose.stdout.split("\n").find((l) => l.startsWith(`${vol} `))!.trim().split(/\s+/);
+        expect(line.slice(1)).toEqual(["1", "2MB"]);
+        const summary = await run(["system", "df", "--format", "{{.Type}}={{.Active}}"]);
+        expect(summary.stdout).toContain("Images=1");
+        // Images: RECLAIMABLE is the layers' total less the in-use images' unique size (the CLI's
+        // formula), and must equal what the hosts themselves report, summed.
+        type Df = { LayersSize: number; Images: { Containers: number; Size: number; SharedSize: number }[] };
+        const reclaimable = (df: Df) => df.LayersSize - df.Images.filter((i) => i.Containers > 0).reduce((n, i) => n + i.Size - i.SharedSize, 0);
+        let expected = 0;
+        for (const h of testEnv.hosts) expected += reclaimable((await engine<Df>(h, "/system/df")).body);
+        const merged = (await (await fetch(`${f.url}/v1.41/system/df`)).json()) as Df;
+        expect(reclaimable(merged)).toBe(expected);
+      } finally {
+        await run(["rm", "-f", name]);
+        await run(["volume", "rm", vol]);
+      }
+    });
+
     test("what no host has is refused in the engine's own words: missing images, renaming to its own name", async () => {
       const missing = `${prefix}-noimage`;
       const direct = `tcp://${testEnv.hosts[0]}`;
