@@ -2,7 +2,7 @@
 import { Hono } from "hono";
 import type { FlockerContext } from "../context.ts";
 import { DockerError } from "../errors.ts";
-import { fanoutJson, refusalOf } from "../upstream/fanout.ts";
+import { fanoutJson, type HostAnswer, refusalOf } from "../upstream/fanout.ts";
 import { apiPrefixOf } from "./version.ts";
 import { forwardToAnyHealthy } from "../upstream/forward.ts";
 import { type Cluster, compareVersions } from "../cluster/cluster.ts";
@@ -10,6 +10,21 @@ import { mergePrune } from "./prune.ts";
 import { mergeDiskUsage } from "./disk-usage.ts";
 
 type Json = Record<string, unknown>;
+
+/**
+ * Images of the flock: distinct ids over the hosts that listed theirs, plus the count `/info` gave
+ * for any host whose list did not come.
+ */
+function distinctImages(infos: HostAnswer<Json>[], lists: HostAnswer<{ Id: string }[]>[]): number {
+  const ids = new Set<string>();
+  let unlisted = 0;
+  for (const info of infos) {
+    const list = lists.find((l) => l.host === info.host && l.status === 200 && Array.isArray(l.body));
+    if (list) for (const img of list.body) ids.add(img.Id);
+    else unlisted += Number(info.body.Images) || 0;
+  }
+  return ids.size + unlisted;
+}
 
 /**
  * The answer to `GET` / `HEAD /_ping`, the first request of every docker CLI command: flocker's
@@ -53,7 +68,12 @@ export function systemRoutes(ctx: FlockerContext) {
   });
 
   app.get("/info", async (c) => {
-    const { answers } = await fanoutJson<Json>(cluster.healthy(), `${apiPrefixOf(c.req.url)}/info`);
+    const healthy = cluster.healthy();
+    const [{ answers }, images] = await Promise.all([
+      fanoutJson<Json>(healthy, `${apiPrefixOf(c.req.url)}/info`),
+      // An image pulled everywhere is one image of the flock, as `docker images` lists it once.
+      fanoutJson<{ Id: string }[]>(healthy, `${apiPrefixOf(c.req.url)}/images/json?all=1`),
+    ]);
     const refused = refusalOf(answers);
     if (refused) return refused;
     const ok = answers.filter((a) => a.status === 200);
@@ -78,7 +98,7 @@ export function systemRoutes(ctx: FlockerContext) {
       ContainersRunning: sum("ContainersRunning"),
       ContainersPaused: sum("ContainersPaused"),
       ContainersStopped: sum("ContainersStopped"),
-      Images: sum("Images"),
+      Images: distinctImages(ok, images.answers),
       NCPU: sum("NCPU"),
       MemTotal: sum("MemTotal"),
       Labels: [...hostLines, ...((oldest.Labels as string[] | undefined) ?? [])],

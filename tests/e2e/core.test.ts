@@ -79,6 +79,12 @@ async function engineSum(field: string): Promise<number> {
   return infos.reduce((n, i) => n + Number(i.body[field] ?? 0), 0);
 }
 
+/** Images of the flock: one per id, however many engines hold it (what `docker images -a` lists). */
+async function distinctEngineImages(): Promise<number> {
+  const lists = await Promise.all(testEnv.hosts.map((h) => engine<{ Id: string }[]>(h, "/images/json?all=1")));
+  return new Set(lists.flatMap((l) => l.body.map((i) => i.Id))).size;
+}
+
 /** Create and start a container through flocker's HTTP API; returns its id. */
 async function apiRun(url: string, name: string, cmd: string[], extra: Record<string, unknown> = {}): Promise<string> {
   const res = await fetch(`${url}/v1.41/containers/create?name=${name}`, {
@@ -187,8 +193,13 @@ for (const runtime of RUNTIMES) {
             const before = await engineSum("Containers");
             const info = JSON.parse((await ok(cli, h(), ["info", "--format", "{{json .}}"])).stdout) as Record<string, unknown>;
             const after = await engineSum("Containers");
-            return { name: info.Name, ncpu: info.NCPU, wantNcpu: await engineSum("NCPU"), containers: info.Containers, before, after };
-          }, (r) => r.name === "flocker" && r.ncpu === r.wantNcpu && r.before === r.after && r.containers === r.before);
+            return {
+              name: info.Name, ncpu: info.NCPU, wantNcpu: await engineSum("NCPU"), containers: info.Containers, before, after,
+              images: info.Images, wantImages: await distinctEngineImages(),
+            };
+          }, (r) =>
+            r.name === "flocker" && r.ncpu === r.wantNcpu && r.before === r.after && r.containers === r.before &&
+            r.images === r.wantImages);
         });
 
         test("run, run -d, run --rm -i with stdin, run -it", async () => {
