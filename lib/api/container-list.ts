@@ -10,18 +10,11 @@ import { DockerError } from "../errors.ts";
 import { fanoutJson, refusalOf } from "../upstream/fanout.ts";
 import { apiPrefixOf } from "./version.ts";
 import { requestJson } from "../upstream/forward.ts";
+import { type Filters, HOST_LABEL, takeHostFilter, valuesOf } from "./host-filter.ts";
 
 type Summary = Record<string, unknown>;
-type Filters = Record<string, unknown>;
 
 const BOUNDS = ["since", "before"] as const;
-
-/** Filter values in either form the API takes: {"name": {"x": true}} or {"name": ["x"]}. */
-function valuesOf(kind: string, entry: unknown): string[] {
-  if (Array.isArray(entry)) return entry.map(String);
-  if (entry && typeof entry === "object") return Object.keys(entry);
-  throw new DockerError(400, `invalid filter '${kind}': ${JSON.stringify(entry)}`);
-}
 
 /** When a container was created, in ms (the engine's RFC 3339 time; ms precision is plenty across hosts). */
 async function createdAt(host: Host, id: string): Promise<number> {
@@ -51,10 +44,18 @@ export async function listContainers(ctx: FlockerContext, url: URL): Promise<Res
     query.set("filters", JSON.stringify(filters));
     query.delete("limit"); // an engine would cut its list before flocker filters it
   }
-  const { answers } = await fanoutJson<Summary[]>(ctx.cluster.healthy(), `${apiPrefixOf(url.href)}/containers/json?${query}`);
+  let hosts = ctx.cluster.healthy();
+  if (filters && typeof filters === "object") {
+    const wanted = takeHostFilter(filters);
+    if (wanted) {
+      hosts = hosts.filter(wanted);
+      query.set("filters", JSON.stringify(filters));
+    }
+  }
+  const { answers } = await fanoutJson<Summary[]>(hosts, `${apiPrefixOf(url.href)}/containers/json?${query}`);
   let list: Summary[] = answers.flatMap(({ host, status, body }) =>
     status === 200 && Array.isArray(body)
-      ? body.map((ctr) => ({ ...ctr, Labels: { ...(ctr.Labels as Record<string, string> ?? {}), "flocker.host": host.name } }))
+      ? body.map((ctr) => ({ ...ctr, Labels: { ...(ctr.Labels as Record<string, string> ?? {}), [HOST_LABEL]: host.name } }))
       : []
   );
   const refused = refusalOf(answers);
@@ -68,7 +69,7 @@ export async function listContainers(ctx: FlockerContext, url: URL): Promise<Res
 
 /** The host a listed container came from. */
 function hostOf(ctx: FlockerContext, ctr: Summary): Host | undefined {
-  return ctx.cluster.byName(String((ctr.Labels as Record<string, string>)["flocker.host"]));
+  return ctx.cluster.byName(String((ctr.Labels as Record<string, string>)[HOST_LABEL]));
 }
 
 /** The exact creation time of a listed container (its listed second when its host cannot say). */

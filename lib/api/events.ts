@@ -1,11 +1,13 @@
 /**
  * `GET /events`: one live stream merged from every host. Each event is tagged with its host
- * (`Actor.Attributes["flocker.host"]`); `since`, `until` and `filters` go to every host; a host
+ * (`Actor.Attributes["flocker.host"]`); `since`, `until` and `filters` go to every host (a
+ * `label=flocker.host=NAME` filter instead chooses the hosts followed); a host
  * that joins or comes back is (re)attached from where it left off. No idle timeout anywhere.
  */
 import { Hono } from "hono";
 import type { FlockerContext } from "../context.ts";
 import type { Host } from "../cluster/host.ts";
+import { type Filters, HOST_LABEL, takeHostFilter } from "./host-filter.ts";
 
 interface DockerEvent {
   time?: number;
@@ -31,12 +33,27 @@ function toSeconds(value: string | undefined): number | undefined {
   return Number.isNaN(t) ? undefined : t / 1000;
 }
 
+/** The hosts to follow: all, or those `label=flocker.host=NAME` filters leave (taken out of the URL). */
+function hostFilterOf(url: URL): (host: Host) => boolean {
+  let filters: Filters;
+  try {
+    filters = JSON.parse(url.searchParams.get("filters") ?? "{}");
+  } catch {
+    return () => true; // the engines answer a malformed filter themselves
+  }
+  const wanted = filters && typeof filters === "object" ? takeHostFilter(filters) : undefined;
+  if (!wanted) return () => true;
+  url.searchParams.set("filters", JSON.stringify(filters));
+  return wanted;
+}
+
 export function eventRoutes(ctx: FlockerContext) {
   const app = new Hono();
   const { cluster } = ctx;
 
   app.get("/events", async (c) => {
     const url = new URL(c.req.url);
+    const wanted = hostFilterOf(url);
     const until = toSeconds(url.searchParams.get("until") ?? undefined);
     const since = url.searchParams.get("since") ?? undefined;
     const encoder = new TextEncoder();
@@ -50,7 +67,7 @@ export function eventRoutes(ctx: FlockerContext) {
     // The first answers come before ours: when every engine refuses the query (a bad `since`, a
     // malformed filter), that refusal is the answer, as from one engine, not an empty stream.
     const firsts = new Map<Host, Response>();
-    const healthy = cluster.hosts.filter((h) => h.status.state === "healthy");
+    const healthy = cluster.hosts.filter((h) => h.status.state === "healthy" && wanted(h));
     const tried = await Promise.allSettled(healthy.map((h) => request(h, new URLSearchParams(url.searchParams))));
     tried.forEach((t, i) => t.status === "fulfilled" && firsts.set(healthy[i], t.value));
     const answers = [...firsts.values()];
@@ -98,7 +115,7 @@ export function eventRoutes(ctx: FlockerContext) {
                   // timeNano is past 2^53: its digits are taken from the text, a number would round them.
                   const nano = TIME_NANO.exec(line)?.[1];
                   if (nano) from = secondsAfter(nano);
-                  event.Actor = { ...event.Actor, Attributes: { ...event.Actor?.Attributes, "flocker.host": host.name } };
+                  event.Actor = { ...event.Actor, Attributes: { ...event.Actor?.Attributes, [HOST_LABEL]: host.name } };
                   let out = JSON.stringify(event);
                   if (nano) out = out.replace(TIME_NANO, `"timeNano":${nano}`);
                   if (!closed) controller.enqueue(encoder.encode(out + "\n"));
@@ -117,7 +134,7 @@ export function eventRoutes(ctx: FlockerContext) {
 
         const attachAll = () => {
           for (const host of cluster.hosts) {
-            if (attached.has(host.address) || host.status.state !== "healthy") continue;
+            if (attached.has(host.address) || host.status.state !== "healthy" || !wanted(host)) continue;
             const done = follow(host).finally(() => {
               attached.delete(host.address);
               if (until !== undefined && attached.size === 0) finish();

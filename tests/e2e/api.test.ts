@@ -55,6 +55,37 @@ for (const runtime of RUNTIMES) {
       expect(tagged.size).toBe(testEnv.hosts.length);
     });
 
+    test("--filter label=flocker.host=NAME: ps and events of one host, as the label they show says", async () => {
+      const since = Math.floor(Date.now() / 1000) - 1;
+      const names = [0, 1, 2].map((i) => `${prefix}-hf${i}`);
+      for (const name of names) expect((await run(["create", "--name", name, testEnv.image, "true"])).code).toBe(0);
+      const hostOfName = new Map<string, string>();
+      for (const name of names) hostOfName.set(name, (await hostOf(name))!);
+      expect(new Set(hostOfName.values()).size).toBeGreaterThan(1); // spread: they are not all on one host
+      const host = hostOfName.get(names[0])!;
+      const onHost = names.filter((n) => hostOfName.get(n) === host).sort();
+
+      const ps = await run(["ps", "-a", "--filter", `label=flocker.host=${host}`, "--filter", `name=${prefix}-hf`, "--format", "{{.Names}}"]);
+      expect(ps.code, ps.stderr).toBe(0);
+      expect(ps.stdout.trim().split("\n").sort()).toEqual(onHost);
+      // With another label filter beside it (all must match), and with the label alone (every container has it).
+      const both = await run(["ps", "-a", "--filter", `label=flocker.host=${host}`, "--filter", "label=nosuch", "-q"]);
+      expect(both.stdout.trim()).toBe("");
+      const any = await run(["ps", "-a", "--filter", "label=flocker.host", "--filter", `name=${prefix}-hf`, "-q"]);
+      expect(any.stdout.trim().split("\n").length).toBe(names.length);
+
+      const until = Math.ceil(Date.now() / 1000) + 1;
+      const events = await run([
+        "events", "--since", String(since), "--until", String(until), "--filter", `label=flocker.host=${host}`, "--filter", "event=create",
+        "--format", '{{.Actor.Attributes.name}} {{index .Actor.Attributes "flocker.host"}}',
+      ]);
+      expect(events.code, events.stderr).toBe(0);
+      const lines = events.stdout.trim().split("\n");
+      expect(lines.every((l) => l.endsWith(` ${host}`))).toBe(true);
+      expect(lines.map((l) => l.split(" ")[0]).filter((n) => n.startsWith(`${prefix}-hf`)).sort()).toEqual(onHost);
+      expect((await run(["rm", ...names])).code).toBe(0);
+    });
+
     test("events: the answer's head comes at once, before any event (clients wait for it)", async () => {
       const res = await fetch(`${f.url}/v1.41/events?filters=${encodeURIComponent(JSON.stringify({ container: [`${prefix}-never`] }))}`, { signal: AbortSignal.timeout(5000) });
       expect(res.status).toBe(200);
