@@ -7,7 +7,7 @@
 import { Hono } from "hono";
 import type { FlockerContext } from "../context.ts";
 import type { Host } from "../cluster/host.ts";
-import { type Filters, HOST_LABEL, takeHostFilter } from "./host-filter.ts";
+import { HOST_LABEL, takeHostFilterOf } from "./host-filter.ts";
 
 interface DockerEvent {
   time?: number;
@@ -33,27 +33,13 @@ function toSeconds(value: string | undefined): number | undefined {
   return Number.isNaN(t) ? undefined : t / 1000;
 }
 
-/** The hosts to follow: all, or those `label=flocker.host=NAME` filters leave (taken out of the URL). */
-function hostFilterOf(url: URL): (host: Host) => boolean {
-  let filters: Filters;
-  try {
-    filters = JSON.parse(url.searchParams.get("filters") ?? "{}");
-  } catch {
-    return () => true; // the engines answer a malformed filter themselves
-  }
-  const wanted = filters && typeof filters === "object" ? takeHostFilter(filters) : undefined;
-  if (!wanted) return () => true;
-  url.searchParams.set("filters", JSON.stringify(filters));
-  return wanted;
-}
-
 export function eventRoutes(ctx: FlockerContext) {
   const app = new Hono();
   const { cluster } = ctx;
 
   app.get("/events", async (c) => {
     const url = new URL(c.req.url);
-    const wanted = hostFilterOf(url);
+    const wanted = takeHostFilterOf(url);
     const until = toSeconds(url.searchParams.get("until") ?? undefined);
     const since = url.searchParams.get("since") ?? undefined;
     const encoder = new TextEncoder();

@@ -1,7 +1,7 @@
 /**
  * The label flocker puts on what it lists (`docker ps`) and streams (`docker events`): the host a
  * container or event comes from. No engine has it, so `--filter label=flocker.host=NAME` cannot go
- * to the engines: it chooses the hosts asked instead.
+ * to the engines: it chooses the hosts asked instead (ps, events, container and build prunes).
  */
 import type { Host } from "../cluster/host.ts";
 import { DockerError } from "../errors.ts";
@@ -31,4 +31,21 @@ export function takeHostFilter(filters: Filters): ((host: Host) => boolean) | un
   else delete filters.label;
   const names = ours.filter((l) => l !== HOST_LABEL).map((l) => l.slice(HOST_LABEL.length + 1));
   return (host) => names.every((n) => n === host.name);
+}
+
+/**
+ * The same for a request's `filters` query parameter: the hosts to ask (all when it names none),
+ * with the URL's filters rewritten without it.
+ */
+export function takeHostFilterOf(url: URL): (host: Host) => boolean {
+  let filters: Filters;
+  try {
+    filters = JSON.parse(url.searchParams.get("filters") ?? "{}");
+  } catch {
+    return () => true; // the engines answer a malformed filter themselves
+  }
+  const wanted = filters && typeof filters === "object" ? takeHostFilter(filters) : undefined;
+  if (!wanted) return () => true;
+  url.searchParams.set("filters", JSON.stringify(filters));
+  return wanted;
 }

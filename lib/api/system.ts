@@ -8,6 +8,7 @@ import { forwardToAnyHealthy } from "../upstream/forward.ts";
 import { type Cluster, compareVersions } from "../cluster/cluster.ts";
 import { mergePrune } from "./prune.ts";
 import { mergeDiskUsage } from "./disk-usage.ts";
+import { takeHostFilterOf } from "./host-filter.ts";
 
 type Json = Record<string, unknown>;
 
@@ -124,8 +125,12 @@ export function systemRoutes(ctx: FlockerContext) {
   // Prunes that have no per-resource module: every host, results merged.
   for (const path of ["/containers/prune", "/build/prune"]) {
     app.post(path, async (c) => {
-      const query = new URL(c.req.url).search;
-      const { answers } = await fanoutJson(cluster.healthy(), `${apiPrefixOf(c.req.url)}${path}${query}`, { method: "POST", timeoutMs: 120_000 });
+      const url = new URL(c.req.url);
+      const wanted = takeHostFilterOf(url); // `--filter label=flocker.host=NAME`: that host's only
+      const { answers } = await fanoutJson(cluster.healthy().filter(wanted), `${apiPrefixOf(c.req.url)}${path}${url.search}`, {
+        method: "POST",
+        timeoutMs: 120_000,
+      });
       const refused = refusalOf(answers);
       if (refused) return refused;
       const merged = mergePrune(answers);

@@ -55,7 +55,7 @@ for (const runtime of RUNTIMES) {
       expect(tagged.size).toBe(testEnv.hosts.length);
     });
 
-    test("--filter label=flocker.host=NAME: ps and events of one host, as the label they show says", async () => {
+    test("--filter label=flocker.host=NAME: ps, events and prune of one host, as the label they show says", async () => {
       const since = Math.floor(Date.now() / 1000) - 1;
       const names = [0, 1, 2].map((i) => `${prefix}-hf${i}`);
       for (const name of names) expect((await run(["create", "--name", name, testEnv.image, "true"])).code).toBe(0);
@@ -83,7 +83,13 @@ for (const runtime of RUNTIMES) {
       const lines = events.stdout.trim().split("\n");
       expect(lines.every((l) => l.endsWith(` ${host}`))).toBe(true);
       expect(lines.map((l) => l.split(" ")[0]).filter((n) => n.startsWith(`${prefix}-hf`)).sort()).toEqual(onHost);
-      expect((await run(["rm", ...names])).code).toBe(0);
+
+      // A prune with it prunes that host only.
+      const pruned = await run(["container", "prune", "-f", "--filter", `label=flocker.host=${host}`]);
+      expect(pruned.code, pruned.stderr).toBe(0);
+      const left = await run(["ps", "-a", "--filter", `name=${prefix}-hf`, "--format", "{{.Names}}"]);
+      expect(left.stdout.trim().split("\n").sort()).toEqual(names.filter((n) => !onHost.includes(n)).sort());
+      expect((await run(["rm", ...names.filter((n) => !onHost.includes(n))])).code).toBe(0);
     });
 
     test("events: the answer's head comes at once, before any event (clients wait for it)", async () => {
