@@ -58,10 +58,16 @@ for (const runtime of RUNTIMES) {
     test("--filter label=flocker.host=NAME: ps, events and prune of one host, as the label they show says", async () => {
       const since = Math.floor(Date.now() / 1000) - 1;
       const names = [0, 1, 2].map((i) => `${prefix}-hf${i}`);
-      for (const name of names) expect((await run(["create", "--name", name, testEnv.image, "true"])).code).toBe(0);
+      const mark = `${prefix}-hf`; // a label of these containers only: the prune below must not touch other tests' ones
+      // Two on the first host, one on the second.
+      const placed = [testEnv.hosts[0], testEnv.hosts[0], testEnv.hosts[1]];
+      for (const [i, name] of names.entries()) {
+        const r = await run(["create", "--name", name, "--label", mark, "-e", `constraint:node==${placed[i]}`, testEnv.image, "true"]);
+        expect(r.code, r.stderr).toBe(0);
+      }
       const hostOfName = new Map<string, string>();
       for (const name of names) hostOfName.set(name, (await hostOf(name))!);
-      expect(new Set(hostOfName.values()).size).toBeGreaterThan(1); // spread: they are not all on one host
+      expect([...hostOfName.values()]).toEqual(placed);
       const host = hostOfName.get(names[0])!;
       const onHost = names.filter((n) => hostOfName.get(n) === host).sort();
 
@@ -84,12 +90,47 @@ for (const runtime of RUNTIMES) {
       expect(lines.every((l) => l.endsWith(` ${host}`))).toBe(true);
       expect(lines.map((l) => l.split(" ")[0]).filter((n) => n.startsWith(`${prefix}-hf`)).sort()).toEqual(onHost);
 
-      // A prune with it prunes that host only.
-      const pruned = await run(["container", "prune", "-f", "--filter", `label=flocker.host=${host}`]);
+      // A prune with it prunes that host only (and with the other label, only these containers there).
+      const pruned = await run(["container", "prune", "-f", "--filter", `label=flocker.host=${host}`, "--filter", `label=${mark}`]);
       expect(pruned.code, pruned.stderr).toBe(0);
       const left = await run(["ps", "-a", "--filter", `name=${prefix}-hf`, "--format", "{{.Names}}"]);
       expect(left.stdout.trim().split("\n").sort()).toEqual(names.filter((n) => !onHost.includes(n)).sort());
       expect((await run(["rm", ...names.filter((n) => !onHost.includes(n))])).code).toBe(0);
+    });
+
+    test("events: past events of every host come in time order, as one engine gives them; live ones follow", async () => {
+      const since = Math.floor(Date.now() / 1000) - 1;
+      const mark = `${prefix}-order`;
+      const names = [0, 1, 2, 3, 4, 5].map((i) => `${mark}${i}`);
+      const live = Bun.spawn([cli, "events", "--since", String(since), "--filter", `label=${mark}`, "--filter", "event=destroy", "--format", "{{.Actor.Attributes.name}}"], {
+        env: { DOCKER_HOST: f.dockerHost, PATH: process.env.PATH! },
+        stdout: "pipe",
+      });
+      try {
+        // Created host after host, round and round: each host's own list is every third one.
+        for (const [i, name] of names.entries()) {
+          const host = testEnv.hosts[i % testEnv.hosts.length];
+          expect((await run(["create", "--name", name, "--label", mark, "-e", `constraint:node==${host}`, testEnv.image, "true"])).code).toBe(0);
+        }
+        const until = Math.ceil(Date.now() / 1000);
+        await Bun.sleep(Math.max(0, until * 1000 - Date.now()) + 100);
+        const past = await run(["events", "--since", String(since), "--until", String(until), "--filter", `label=${mark}`, "--filter", "event=create", "--format", "{{.Actor.Attributes.name}}"]);
+        expect(past.code, past.stderr).toBe(0);
+        expect(past.stdout.trim().split("\n")).toEqual(names);
+        // A stream that began with the past goes on live: the removals show up, each once.
+        expect((await run(["rm", ...names])).code).toBe(0);
+        let text = "";
+        const reading = (async () => {
+          for await (const chunk of live.stdout) text += new TextDecoder().decode(chunk);
+        })();
+        const deadline = Date.now() + 10_000;
+        while (text.trim().split("\n").filter(Boolean).length < names.length && Date.now() < deadline) await Bun.sleep(100);
+        live.kill();
+        await reading;
+        expect(text.trim().split("\n").sort()).toEqual([...names].sort());
+      } finally {
+        live.kill();
+      }
     });
 
     test("events: the answer's head comes at once, before any event (clients wait for it)", async () => {
