@@ -176,10 +176,26 @@ export function imageRoutes(ctx: FlockerContext) {
   const noHolder = (c: Context) => forwardToAnyHealthy(cluster.healthy(), c.req.raw);
 
   app.get("/images/search", (c) => forwardToAny(ctx, c));
+  // Each host prunes its own copies: an image or tag is reported once, and only once no host
+  // holds it any more (a copy in use on one host keeps it in the flock, as `docker images` shows).
+  // SpaceReclaimed stays the sum: that is what the disks got back.
   app.post("/images/prune", async (c) => {
     const query = new URL(c.req.url).search;
-    const { answers } = await fanoutJson(cluster.healthy(), `${apiPrefixOf(c.req.url)}/images/prune${query}`, { method: "POST", timeoutMs: 120_000 });
-    return refusalOf(answers) ?? c.json(mergePrune(answers));
+    const healthy = cluster.healthy();
+    const { answers } = await fanoutJson(healthy, `${apiPrefixOf(c.req.url)}/images/prune${query}`, { method: "POST", timeoutMs: 120_000 });
+    const refused = refusalOf(answers);
+    if (refused) return refused;
+    const merged = mergePrune(answers);
+    const reported = merged.ImagesDeleted as { Untagged?: string; Deleted?: string }[] | undefined;
+    if (!reported?.length) return c.json(merged);
+    const { answers: lists } = await fanoutJson<ImageSummary[]>(healthy, "/images/json?all=1&digests=1");
+    const held = new Set<string>();
+    for (const { status, body } of lists) {
+      if (status === 200 && Array.isArray(body)) for (const img of body) [img.Id, ...img.RepoTags ?? [], ...img.RepoDigests ?? []].forEach((r) => held.add(r));
+    }
+    const once = new Map(reported.map((entry) => [JSON.stringify(entry), entry]));
+    merged.ImagesDeleted = [...once.values()].filter((entry) => !held.has(entry.Untagged ?? entry.Deleted ?? ""));
+    return c.json(merged);
   });
 
   // docker save: from a host that holds every named image; else each of the fewest hosts that

@@ -468,6 +468,39 @@ for (const runtime of RUNTIMES) {
       }
     });
 
+    test("image prune: an image the hosts all drop is reported once; one still used on a host is not reported", async () => {
+      const [h0, h1, h2] = testEnv.hosts.map((h) => `tcp://${h}`);
+      const image = `${prefix}-prunable:1`;
+      const mark = `${prefix}-pr`;
+      const src = `${prefix}-prsrc`;
+      const user = `${prefix}-pruser`;
+      const archive = join(work, "prunable.tar");
+      // The same image on three hosts (made on one, loaded on the others, behind flocker's back).
+      expect((await docker(cli, h0, ["create", "--name", src, testEnv.image, "true"])).code).toBe(0);
+      expect((await docker(cli, h0, ["commit", "-c", `LABEL ${mark}=1`, src, image])).code).toBe(0);
+      await docker(cli, h0, ["rm", src]);
+      expect((await docker(cli, h0, ["save", "-o", archive, image])).code).toBe(0);
+      for (const h of [h1, h2]) expect((await docker(cli, h, ["load", "-i", archive])).code).toBe(0);
+      expect((await docker(cli, h1, ["create", "--name", user, image, "true"])).code).toBe(0);
+      try {
+        const prune = () => run(["image", "prune", "-a", "-f", "--filter", `label=${mark}`]);
+        const first = await prune();
+        expect(first.code, first.stderr).toBe(0);
+        expect(first.stdout).not.toContain(image); // still held on h1: not gone from the flock
+        expect((await run(["images", "-q", image])).stdout.trim()).not.toBe("");
+        await docker(cli, h1, ["rm", user]);
+        const second = await prune();
+        expect(second.code, second.stderr).toBe(0);
+        const lines = second.stdout.split("\n");
+        expect(lines.filter((l) => l === `untagged: ${image}`).length).toBe(1);
+        expect(lines.filter((l) => l.startsWith("deleted: sha256:")).length).toBe(1);
+        expect((await run(["images", "-q", image])).stdout.trim()).toBe("");
+      } finally {
+        await docker(cli, h1, ["rm", "-f", user]);
+        for (const h of [h0, h1, h2]) await docker(cli, h, ["rmi", image]);
+      }
+    });
+
     test("what no host has is refused in the engine's own words: missing images, renaming to its own name", async () => {
       const missing = `${prefix}-noimage`;
       const direct = `tcp://${testEnv.hosts[0]}`;
