@@ -121,17 +121,20 @@ export function namedResourceRoutes(ctx: FlockerContext, kind: ResourceKind) {
     if (refused) return refused;
     const merged = mergePrune(answers);
     const names = [...new Set((merged[kind.pruned] as string[] | null) ?? [])];
+    // Each host prunes its unused copies: a name is reported pruned only when no host holds it any
+    // more (a copy in use somewhere keeps it); its pin goes with the copy it pinned.
+    const held = new Set<string>();
+    if (names.length) {
+      const { answers: lists } = await fanoutJson(cluster.healthy(), base);
+      for (const { status, body } of lists) if (status === 200) for (const item of kind.unwrapList(body)) held.add(String(item.Name));
+    }
     const prunedOn = (hostName: string, name: string) =>
       answers.some((a) => a.host.name === hostName && a.status === 200 && ((a.body as Item)?.[kind.pruned] as string[] | null)?.includes(name));
-    // Pruned for good only where the pinned copy went: the copy in use stays, and so does its pin.
-    const gone: string[] = [];
     for (const name of names) {
       const pinned = await store.get(pinKey(kind.kind, name));
-      if (pinned && !prunedOn(pinned, name)) continue;
-      if (pinned) await store.delete(pinKey(kind.kind, name));
-      gone.push(name);
+      if (pinned && (!held.has(name) || prunedOn(pinned, name))) await store.delete(pinKey(kind.kind, name));
     }
-    merged[kind.pruned] = gone;
+    merged[kind.pruned] = names.filter((name) => !held.has(name));
     return c.json(merged);
   });
 

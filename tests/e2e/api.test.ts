@@ -501,6 +501,28 @@ for (const runtime of RUNTIMES) {
       }
     });
 
+    test("volume prune: a volume in use on one host (even unknown to flocker) is not reported pruned; reported once when it goes", async () => {
+      const vol = `${prefix}-prv`;
+      const mark = `${prefix}-prv-mark`;
+      const user = `${prefix}-prvuser`;
+      expect((await run(["volume", "create", "--label", mark, vol])).code).toBe(0);
+      // Used on one host by a container made there directly: flocker holds no pin for it.
+      const direct = `tcp://${testEnv.hosts[1]}`;
+      expect((await docker(cli, direct, ["create", "--name", user, "-v", `${vol}:/d`, testEnv.image, "true"])).code).toBe(0);
+      const prune = () => run(["volume", "prune", "-f", "--filter", `label=${mark}`]);
+      const first = await prune();
+      expect(first.code, first.stderr).toBe(0);
+      expect(first.stdout).not.toContain(vol);
+      expect((await run(["volume", "ls", "-q", "--filter", `name=${vol}`])).stdout.trim()).toBe(vol);
+      let copies = 0;
+      for (const h of testEnv.hosts) copies += (await engine(h, `/volumes/${vol}`)).status === 200 ? 1 : 0;
+      expect(copies).toBe(1); // the unused copies were pruned
+      expect((await docker(cli, direct, ["rm", user])).code).toBe(0);
+      const second = await prune();
+      expect(second.stdout.split("\n").filter((l) => l === vol).length).toBe(1);
+      expect((await run(["volume", "ls", "-q", "--filter", `name=${vol}`])).stdout.trim()).toBe("");
+    });
+
     test("what no host has is refused in the engine's own words: missing images, renaming to its own name", async () => {
       const missing = `${prefix}-noimage`;
       const direct = `tcp://${testEnv.hosts[0]}`;
