@@ -9,7 +9,6 @@ import { Hono } from "hono";
 import type { FlockerContext } from "../context.ts";
 import type { Host } from "../cluster/host.ts";
 import { HOST_LABEL, takeHostFilterOf } from "./host-filter.ts";
-import { FANOUT_TIMEOUT_MS } from "../upstream/fanout.ts";
 
 interface DockerEvent {
   time?: number;
@@ -54,9 +53,15 @@ const byNano = (a: { nano?: string }, b: { nano?: string }) => {
 /** "seconds.nanoseconds" of a time in ms, as `since`/`until` take it. */
 const secondsOf = (ms: number) => `${Math.floor(ms / 1000)}.${String((ms % 1000) * 1e6).padStart(9, "0")}`;
 
+/**
+ * How long a host may take to give its past events. Longer than a list's deadline: in a bounded
+ * query (`until` past) a host left out is events lost, where a list would only lack a host.
+ */
+const PAST_TIMEOUT_MS = 10_000;
+
 /** One host's past events (a bounded query: the engine answers them and ends). */
 async function pastEvents(host: Host, path: string): Promise<{ status: number; text: string; type: string | null }> {
-  const res = await (host.ask ?? host.fetch)(new Request(host.baseUrl + path, { signal: AbortSignal.timeout(FANOUT_TIMEOUT_MS) }));
+  const res = await (host.ask ?? host.fetch)(new Request(host.baseUrl + path, { signal: AbortSignal.timeout(PAST_TIMEOUT_MS) }));
   return { status: res.status, text: await res.text(), type: res.headers.get("content-type") };
 }
 
