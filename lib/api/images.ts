@@ -9,7 +9,7 @@ import { apiPrefixOf } from "./version.ts";
 import { forward, forwardToAnyHealthy } from "../upstream/forward.ts";
 import { mergeProgress, type ProgressSource } from "../upstream/progress.ts";
 import { localImageKey } from "../cluster/placement.ts";
-import { mergePrune } from "./prune.ts";
+import { mergePrune, stillHeld } from "./prune.ts";
 import { importImage } from "./build.ts";
 import { joinImageArchives } from "./image-archive.ts";
 
@@ -188,11 +188,8 @@ export function imageRoutes(ctx: FlockerContext) {
     const merged = mergePrune(answers);
     const reported = merged.ImagesDeleted as { Untagged?: string; Deleted?: string }[] | undefined;
     if (!reported?.length) return c.json(merged);
-    const { answers: lists } = await fanoutJson<ImageSummary[]>(healthy, "/images/json?all=1&digests=1");
-    const held = new Set<string>();
-    for (const { status, body } of lists) {
-      if (status === 200 && Array.isArray(body)) for (const img of body) [img.Id, ...img.RepoTags ?? [], ...img.RepoDigests ?? []].forEach((r) => held.add(r));
-    }
+    const held = await stillHeld(healthy, "/images/json?all=1", (list) =>
+      Array.isArray(list) ? (list as ImageSummary[]).flatMap((img) => [img.Id, ...img.RepoTags ?? [], ...img.RepoDigests ?? []]) : []);
     const once = new Map(reported.map((entry) => [JSON.stringify(entry), entry]));
     merged.ImagesDeleted = [...once.values()].filter((entry) => !held.has(entry.Untagged ?? entry.Deleted ?? ""));
     return c.json(merged);

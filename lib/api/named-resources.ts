@@ -12,7 +12,7 @@ import { fanoutJson, refusalOf } from "../upstream/fanout.ts";
 import { apiPrefixOf } from "./version.ts";
 import { forward } from "../upstream/forward.ts";
 import { readJsonBody } from "./containers.ts";
-import { mergePrune } from "./prune.ts";
+import { mergePrune, stillHeld } from "./prune.ts";
 
 type Item = Record<string, unknown> & { Name?: string; Id?: string };
 
@@ -123,11 +123,7 @@ export function namedResourceRoutes(ctx: FlockerContext, kind: ResourceKind) {
     const names = [...new Set((merged[kind.pruned] as string[] | null) ?? [])];
     // Each host prunes its unused copies: a name is reported pruned only when no host holds it any
     // more (a copy in use somewhere keeps it); its pin goes with the copy it pinned.
-    const held = new Set<string>();
-    if (names.length) {
-      const { answers: lists } = await fanoutJson(cluster.healthy(), base);
-      for (const { status, body } of lists) if (status === 200) for (const item of kind.unwrapList(body)) held.add(String(item.Name));
-    }
+    const held = names.length ? await stillHeld(cluster.healthy(), base, (list) => kind.unwrapList(list).map((i) => String(i.Name))) : new Set();
     const prunedOn = (hostName: string, name: string) =>
       answers.some((a) => a.host.name === hostName && a.status === 200 && ((a.body as Item)?.[kind.pruned] as string[] | null)?.includes(name));
     for (const name of names) {
