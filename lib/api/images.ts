@@ -12,8 +12,8 @@ import { localImageKey } from "../cluster/placement.ts";
 import { mergePrune, stillHeld } from "./prune.ts";
 import { importImage } from "./build.ts";
 import { joinImageArchives } from "./image-archive.ts";
+import { type ImageSummary, listImages } from "./image-list.ts";
 
-type ImageSummary = Record<string, unknown> & { Id: string; RepoTags?: string[] | null; RepoDigests?: string[] | null };
 
 /** The reference a pull request names: `fromImage` plus `tag` (which may be a digest). */
 export function pullReference(fromImage: string, tag?: string): string {
@@ -88,35 +88,7 @@ export function imageRoutes(ctx: FlockerContext) {
   const app = new Hono();
   const { cluster, store, wants } = ctx;
 
-  app.get("/images/json", async (c) => {
-    const query = new URL(c.req.url).search;
-    const { answers } = await fanoutJson<ImageSummary[]>(cluster.healthy(), `${apiPrefixOf(c.req.url)}/images/json${query}`);
-    const refused = refusalOf(answers);
-    if (refused) return refused;
-    const merged = new Map<string, ImageSummary & { hosts: string[] }>();
-    for (const { host, status, body } of answers) {
-      if (status !== 200 || !Array.isArray(body)) continue;
-      for (const img of body) {
-        const seen = merged.get(img.Id);
-        if (!seen) {
-          merged.set(img.Id, { ...img, hosts: [host.name] });
-          continue;
-        }
-        seen.hosts.push(host.name);
-        seen.RepoTags = union(seen.RepoTags, img.RepoTags);
-        seen.RepoDigests = union(seen.RepoDigests, img.RepoDigests);
-        if (typeof seen.Containers === "number" && typeof img.Containers === "number" && img.Containers > 0) {
-          seen.Containers = Math.max(0, seen.Containers) + img.Containers;
-        }
-      }
-    }
-    const list: Record<string, unknown>[] = [...merged.values()].map(({ hosts, ...img }) => ({
-      ...img,
-      Labels: { ...(img.Labels as Record<string, string> | null ?? {}), "flocker.hosts": hosts.join(",") },
-    }));
-    list.sort((a, b) => Number(b.Created ?? 0) - Number(a.Created ?? 0));
-    return c.json(list);
-  });
+  app.get("/images/json", (c) => listImages(ctx, new URL(c.req.url)));
 
   // docker pull, and the pull half of the `docker run` dance.
   app.post("/images/create", async (c) => {
@@ -279,9 +251,6 @@ export function imageRoutes(ctx: FlockerContext) {
   return app;
 }
 
-function union(a?: string[] | null, b?: string[] | null): string[] {
-  return [...new Set([...(a ?? []), ...(b ?? [])])];
-}
 
 function forwardToAny(ctx: FlockerContext, c: Context) {
   const host = ctx.cluster.schedulable()[0];

@@ -387,6 +387,41 @@ for (const runtime of RUNTIMES) {
       }
     });
 
+    test("images --filter since/before an image only one host holds: what the flock made after / before it, as one engine lists", async () => {
+      const [h0, h1] = testEnv.hosts.map((h) => `tcp://${h}`);
+      const first = `${prefix}-img-first:1`;
+      const second = `${prefix}-img-second:1`;
+      const made: [string, string][] = [];
+      try {
+        // Made on two different hosts, each held by its own host only; a second apart at least.
+        for (const [h, image] of [[h0, first], [h1, second]]) {
+          const src = `${prefix}-imgsrc`;
+          expect((await docker(cli, h, ["create", "--name", src, testEnv.image, "true"])).code).toBe(0);
+          expect((await docker(cli, h, ["commit", src, image])).code).toBe(0);
+          made.push([h, image]);
+          await docker(cli, h, ["rm", src]);
+          await Bun.sleep(1100);
+        }
+        const list = async (filter: string) => {
+          const r = await run(["images", "--filter", filter, "--format", "{{.Repository}}:{{.Tag}}"]);
+          expect(r.code, r.stderr).toBe(0);
+          return r.stdout.trim().split("\n");
+        };
+        expect(await list(`since=${first}`)).toContain(second);
+        expect(await list(`since=${first}`)).not.toContain(first);
+        const before = await list(`before=${second}`);
+        expect(before).toContain(first);
+        expect(before).toContain(testEnv.image); // imported when the engines started
+        expect(before).not.toContain(second);
+        expect(await list(`since=${second}`)).not.toContain(first);
+        const missing = await run(["images", "--filter", `since=${prefix}-nosuch:1`]);
+        expect(missing.code).not.toBe(0);
+        expect(missing.stderr).toContain(`No such image: ${prefix}-nosuch:1`);
+      } finally {
+        for (const [h, image] of made) await docker(cli, h, ["rmi", image]);
+      }
+    });
+
     test("volumes and networks: create, ls once, inspect, shared by containers, rm everywhere", async () => {
       const vol = `${prefix}-vol`;
       const net = `${prefix}-net`;
