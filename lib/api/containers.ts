@@ -255,7 +255,11 @@ export function containerRoutes(ctx: FlockerContext) {
     const newName = c.req.query("name")?.replace(/^\//, "");
     // A bad name, or its own name (the engine refuses both, in its own words): nothing to reserve.
     if (!newName || !NAME.test(newName) || newName === found.name) return forward(found.host, c.req.raw);
-    const token = await reserveName(newName);
+    const token = await reserveName(newName).catch((err) => {
+      // The engine's words for a rename's conflict.
+      if (err instanceof DockerError && err.status === 409) err.message = `Error when allocating new name: ${err.message}`;
+      throw err;
+    });
     let renamed = false;
     try {
       const res = await forward(found.host, c.req.raw);

@@ -580,6 +580,12 @@ for (const runtime of RUNTIMES) {
       const self = await run(["rename", name, name]);
       expect(self.code).toBe(1);
       expect(self.stderr).toContain("Renaming a container with the same name as its current name");
+      // Renaming onto a name another container holds (perhaps on another host).
+      const other = `${prefix}-other`;
+      expect((await run(["create", "--name", other, testEnv.image, "true"])).code).toBe(0);
+      const taken = await run(["rename", name, other]);
+      expect(taken.code).toBe(1);
+      expect(taken.stderr).toContain(`Error when allocating new name: Conflict. The container name "/${other}" is already in use by container "`);
     });
 
     test("rmi of an image a container uses on one host is refused and leaves every copy, as one engine does", async () => {
