@@ -6,6 +6,7 @@ import type { FlockerContext } from "../context.ts";
 import type { Host } from "../cluster/host.ts";
 import { rankHosts } from "../cluster/scheduler.ts";
 import { claimFor, placementOf } from "../cluster/placement.ts";
+import { hostsWithPortsFree, wantedPorts } from "../cluster/ports.ts";
 import { parseConstraints, satisfies } from "../cluster/constraints.ts";
 import { checkContainer } from "./policy.ts";
 import { DockerError, NoSuchContainer } from "../errors.ts";
@@ -138,6 +139,11 @@ export function containerRoutes(ctx: FlockerContext) {
       if (!candidates.length) {
         throw new DockerError(409, `flocker: no healthy host satisfies ${rules.map((r) => r.text).join(", ")}`);
       }
+    }
+    const ports = wantedPorts(body.HostConfig);
+    if (ports.length && candidates.length > 1) {
+      const free = await hostsWithPortsFree(candidates, ports);
+      if (free.length) candidates = free;
     }
     const image = body.Image;
     if (image) {

@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  CLIS, docker, engine, hostOf, removeContainers, removeDir, ROOT, RUNTIMES, type RunningFlocker, startFlocker, tempDir,
+  CLIS, docker, engine, freePort, hostOf, removeContainers, removeDir, ROOT, RUNTIMES, type RunningFlocker, startFlocker, tempDir,
   testEnv, uniq,
 } from "./harness.ts";
 
@@ -419,6 +419,34 @@ for (const runtime of RUNTIMES) {
         expect(missing.stderr).toContain(`No such image: ${prefix}-nosuch:1`);
       } finally {
         for (const [h, image] of made) await docker(cli, h, ["rmi", image]);
+      }
+    });
+
+    test("create -p PORT:80 goes to a host where no running container publishes that port", async () => {
+      const port = await freePort();
+      const [h0, h1, h2] = testEnv.hosts;
+      const nets: [string, string][] = [];
+      try {
+        // Hosts 0 and 1 publish the port, each container made there directly on a network of its
+        // own host (these engines share one machine: each binds its own loopback address).
+        for (const [i, h] of [h0, h1].entries()) {
+          const net = `${prefix}-pn${i}`;
+          expect((await docker(cli, `tcp://${h}`, ["network", "create", net])).code).toBe(0);
+          nets.push([h, net]);
+          const pub = await docker(cli, `tcp://${h}`, ["run", "-d", "--name", `${prefix}-pub${i}`, "--network", net, "-p", `127.0.0.${i + 2}:${port}:80`, testEnv.image, "sleep", "300"]);
+          expect(pub.code, pub.stderr).toBe(0);
+        }
+        // Asked on every address, three times: the one host where it is free takes them all.
+        for (const i of [0, 1, 2]) {
+          const name = `${prefix}-want${i}`;
+          const r = await run(["create", "--name", name, "-p", `${port}:80`, testEnv.image, "true"]);
+          expect(r.code, r.stderr).toBe(0);
+          expect(await hostOf(name)).toBe(h2);
+        }
+      } finally {
+        await removeContainers(`${prefix}-pub`);
+        await removeContainers(`${prefix}-want`);
+        for (const [h, net] of nets) await docker(cli, `tcp://${h}`, ["network", "rm", net]);
       }
     });
 

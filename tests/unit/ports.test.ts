@@ -1,0 +1,41 @@
+/** Which host ports a create asks for, and which published ports take them (lib/cluster/ports.ts). */
+import { describe, expect, test } from "bun:test";
+import { takes, wantedPorts } from "../../lib/cluster/ports.ts";
+
+describe("wantedPorts", () => {
+  test("fixed host ports of PortBindings, with address and protocol", () => {
+    expect(wantedPorts({
+      PortBindings: {
+        "80/tcp": [{ HostIp: "", HostPort: "8080" }, { HostIp: "127.0.0.2", HostPort: "8081" }],
+        "53/udp": [{ HostPort: "5353" }],
+      },
+    })).toEqual([
+      { ip: "", port: 8080, proto: "tcp" },
+      { ip: "127.0.0.2", port: 8081, proto: "tcp" },
+      { ip: "", port: 5353, proto: "udp" },
+    ]);
+  });
+  test("a range, no host port (the engine picks one), or nothing usable: none", () => {
+    expect(wantedPorts({ PortBindings: { "80/tcp": [{ HostPort: "8000-8010" }, { HostPort: "" }, { HostPort: "0" }] } })).toEqual([]);
+    expect(wantedPorts({ PortBindings: { "80/tcp": null } })).toEqual([]);
+    expect(wantedPorts(null)).toEqual([]);
+    expect(wantedPorts("bogus")).toEqual([]);
+    expect(wantedPorts({ PortBindings: "bogus" })).toEqual([]);
+  });
+});
+
+describe("takes", () => {
+  const wanted = { ip: "", port: 8080, proto: "tcp" };
+  test("same port and protocol on any address", () => {
+    expect(takes({ IP: "0.0.0.0", PublicPort: 8080, Type: "tcp" }, wanted)).toBe(true);
+    expect(takes({ IP: "127.0.0.2", PublicPort: 8080, Type: "tcp" }, wanted)).toBe(true);
+    expect(takes({ IP: "0.0.0.0", PublicPort: 8080, Type: "udp" }, wanted)).toBe(false);
+    expect(takes({ IP: "0.0.0.0", PublicPort: 8081, Type: "tcp" }, wanted)).toBe(false);
+  });
+  test("two different addresses do not clash", () => {
+    const on = { ip: "127.0.0.3", port: 8080, proto: "tcp" };
+    expect(takes({ IP: "127.0.0.2", PublicPort: 8080, Type: "tcp" }, on)).toBe(false);
+    expect(takes({ IP: "127.0.0.3", PublicPort: 8080, Type: "tcp" }, on)).toBe(true);
+    expect(takes({ IP: "::", PublicPort: 8080, Type: "tcp" }, on)).toBe(true);
+  });
+});
