@@ -10,7 +10,7 @@ import { DockerError } from "../errors.ts";
 import { fanoutJson, refusalOf } from "../upstream/fanout.ts";
 import { apiPrefixOf } from "./version.ts";
 import { requestJson } from "../upstream/forward.ts";
-import { type Filters, HOST_LABEL, takeHostFilter, valuesOf } from "./host-filter.ts";
+import { filtersOf, HOST_LABEL, takeHostFilter, valuesOf } from "./host-filter.ts";
 
 type Summary = Record<string, unknown>;
 
@@ -26,14 +26,9 @@ async function createdAt(host: Host, id: string): Promise<number> {
 
 export async function listContainers(ctx: FlockerContext, url: URL): Promise<Response> {
   const query = new URLSearchParams(url.search);
-  let filters: Filters | undefined;
-  try {
-    filters = query.has("filters") ? JSON.parse(query.get("filters")!) : undefined;
-  } catch {
-    filters = undefined; // the engines answer a malformed filter themselves
-  }
+  const filters = filtersOf(query);
   const bounds: { kind: (typeof BOUNDS)[number]; id: string; ms: number }[] = [];
-  if (filters && typeof filters === "object" && BOUNDS.some((k) => k in filters!)) {
+  if (filters && BOUNDS.some((k) => k in filters)) {
     for (const kind of BOUNDS) {
       for (const ref of kind in filters ? valuesOf(kind, filters[kind]) : []) {
         const found = await ctx.locator.container(ref);
@@ -45,7 +40,7 @@ export async function listContainers(ctx: FlockerContext, url: URL): Promise<Res
     query.delete("limit"); // an engine would cut its list before flocker filters it
   }
   let hosts = ctx.cluster.healthy();
-  if (filters && typeof filters === "object") {
+  if (filters) {
     const wanted = takeHostFilter(filters);
     if (wanted) {
       hosts = hosts.filter(wanted);

@@ -10,6 +10,19 @@ export const HOST_LABEL = "flocker.host";
 
 export type Filters = Record<string, unknown>;
 
+/**
+ * A request's `filters` parameter, parsed; undefined when absent or malformed (the engines answer a
+ * malformed filter themselves, in their own words).
+ */
+export function filtersOf(query: URLSearchParams): Filters | undefined {
+  try {
+    const filters = JSON.parse(query.get("filters") ?? "null");
+    return filters && typeof filters === "object" ? filters : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Filter values in either form the API takes: {"name": {"x": true}} or {"name": ["x"]}. */
 export function valuesOf(kind: string, entry: unknown): string[] {
   if (Array.isArray(entry)) return entry.map(String);
@@ -38,13 +51,8 @@ export function takeHostFilter(filters: Filters): ((host: Host) => boolean) | un
  * with the URL's filters rewritten without it.
  */
 export function takeHostFilterOf(url: URL): (host: Host) => boolean {
-  let filters: Filters;
-  try {
-    filters = JSON.parse(url.searchParams.get("filters") ?? "{}");
-  } catch {
-    return () => true; // the engines answer a malformed filter themselves
-  }
-  const wanted = filters && typeof filters === "object" ? takeHostFilter(filters) : undefined;
+  const filters = filtersOf(url.searchParams);
+  const wanted = filters && takeHostFilter(filters);
   if (!wanted) return () => true;
   url.searchParams.set("filters", JSON.stringify(filters));
   return wanted;

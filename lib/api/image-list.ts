@@ -10,7 +10,7 @@ import type { Host } from "../cluster/host.ts";
 import { fanoutJson, refusalOf } from "../upstream/fanout.ts";
 import { apiPrefixOf } from "./version.ts";
 import { requestJson } from "../upstream/forward.ts";
-import { type Filters, valuesOf } from "./host-filter.ts";
+import { filtersOf, valuesOf } from "./host-filter.ts";
 
 export type ImageSummary = Record<string, unknown> & { Id: string; RepoTags?: string[] | null; RepoDigests?: string[] | null };
 
@@ -40,14 +40,9 @@ async function createdOf(hosts: Host[], ref: string): Promise<bigint | undefined
 export async function listImages(ctx: FlockerContext, url: URL): Promise<Response> {
   const hosts = ctx.cluster.healthy();
   const query = new URLSearchParams(url.search);
-  let filters: Filters | undefined;
-  try {
-    filters = query.has("filters") ? JSON.parse(query.get("filters")!) : undefined;
-  } catch {
-    filters = undefined; // the engines answer a malformed filter themselves
-  }
+  const filters = filtersOf(query);
   const bounds: Bound[] = [];
-  if (filters && typeof filters === "object" && BOUNDS.some((k) => k in filters!)) {
+  if (filters && BOUNDS.some((k) => k in filters)) {
     for (const kind of BOUNDS) {
       for (const ref of kind in filters ? valuesOf(kind, filters[kind]) : []) {
         const created = await createdOf(hosts, ref);
