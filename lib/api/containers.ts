@@ -7,7 +7,7 @@ import type { Host } from "../cluster/host.ts";
 import { rankHosts } from "../cluster/scheduler.ts";
 import { claimFor, placementOf } from "../cluster/placement.ts";
 import { hostsWithPortsFree, wantedPorts } from "../cluster/ports.ts";
-import { parseConstraints, satisfies } from "../cluster/constraints.ts";
+import { hostTest, parseConstraints } from "../cluster/constraints.ts";
 import { checkContainer } from "./policy.ts";
 import { DockerError, NoSuchContainer } from "../errors.ts";
 import { fanoutJson } from "../upstream/fanout.ts";
@@ -120,8 +120,9 @@ export function containerRoutes(ctx: FlockerContext) {
       if (!host) throw new DockerError(403, `flocker: allocate chose ${chosen}, which is not a host of the flock`);
       return count(host);
     }
-    const rules = parseConstraints(body).filter((c) => c.kind === "constraint");
-    const refused = (host: Host) => rules.find((c) => !satisfies(host, c));
+    const rules = await Promise.all(parseConstraints(body).map(async (rule) => ({ rule, ok: await hostTest(ctx, rule) })));
+    const hard = rules.filter((r) => !r.rule.soft);
+    const refused = (host: Host) => hard.find((r) => !r.ok(host))?.rule;
     const placement = await placementOf(ctx, body as Parameters<typeof placementOf>[1]);
     if (placement.pinned) {
       const { host, why } = placement.pinned;
@@ -134,11 +135,16 @@ export function containerRoutes(ctx: FlockerContext) {
     }
     let candidates = cluster.schedulable();
     if (!candidates.length) throw new DockerError(503, "flocker: no healthy Docker host can take a new container");
-    if (rules.length) {
+    if (hard.length) {
       candidates = candidates.filter((h) => !refused(h));
       if (!candidates.length) {
-        throw new DockerError(409, `flocker: no healthy host satisfies ${rules.map((r) => r.text).join(", ")}`);
+        throw new DockerError(409, `flocker: no healthy host satisfies ${hard.map((r) => r.rule.text).join(", ")}`);
       }
+    }
+    // Soft rules (`==~`), in order: each is followed while some candidate satisfies it.
+    for (const { ok } of rules.filter((r) => r.rule.soft)) {
+      const preferred = candidates.filter(ok);
+      if (preferred.length) candidates = preferred;
     }
     const ports = wantedPorts(body.HostConfig);
     if (ports.length && candidates.length > 1) {

@@ -1,27 +1,33 @@
 /**
  * Swarm-style placement rules carried by the container itself, in its Env or Labels:
  * `constraint:node==NAME` (host name or address), `constraint:node!=NAME`,
- * `constraint:KEY==VALUE` against the engine's `--label`s, and `affinity:container==REF`.
- * Values may use `*` as a wildcard.
+ * `constraint:KEY==VALUE` against the engine's `--label`s, `affinity:container==REF` (the host of
+ * that container; `!=`: not there) and `affinity:image==REF` (a host holding that image).
+ * Values may use `*` as a wildcard or be a `/regular expression/`. A rule written `==~` or `!=~`
+ * is soft, as in Swarm: followed when some host satisfies it, else let go.
  */
+import type { FlockerContext } from "../context.ts";
 import type { Host } from "./host.ts";
+import { fanoutJson } from "../upstream/fanout.ts";
 
 export interface Constraint {
   kind: "constraint" | "affinity";
   key: string;
   negate: boolean;
+  /** `==~` / `!=~`: a preference, dropped when no host satisfies it. */
+  soft: boolean;
   value: string;
   /** As written, for error messages. */
   text: string;
 }
 
-const RULE = /^(constraint|affinity):([A-Za-z0-9_.\-/]+)(==|!=)(.+)$/;
+const RULE = /^(constraint|affinity):([A-Za-z0-9_.\-/]+)(==|!=)(~?)(.+)$/;
 
 export function parseConstraints(body: { Env?: string[] | null; Labels?: Record<string, string> | null }): Constraint[] {
   const found: Constraint[] = [];
   const add = (text: string) => {
     const m = RULE.exec(text.trim());
-    if (m) found.push({ kind: m[1] as Constraint["kind"], key: m[2], negate: m[3] === "!=", value: m[4], text: text.trim() });
+    if (m) found.push({ kind: m[1] as Constraint["kind"], key: m[2], negate: m[3] === "!=", soft: m[4] === "~", value: m[5], text: text.trim() });
   };
   for (const e of body.Env ?? []) add(e);
   for (const [k, v] of Object.entries(body.Labels ?? {})) {
@@ -36,6 +42,13 @@ export function parseConstraints(body: { Env?: string[] | null; Labels?: Record<
 }
 
 function matches(pattern: string, value: string): boolean {
+  if (pattern.length > 2 && pattern.startsWith("/") && pattern.endsWith("/")) {
+    try {
+      return new RegExp(pattern.slice(1, -1)).test(value);
+    } catch {
+      return false; // not a regular expression: matches nothing
+    }
+  }
   if (!pattern.includes("*")) return pattern === value;
   const re = new RegExp("^" + pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\/]/g, "\\$&")).join(".*") + "$");
   return re.test(value);
@@ -52,4 +65,33 @@ export function satisfies(host: Host, c: Constraint): boolean {
     });
   }
   return c.negate ? !ok : ok;
+}
+
+/** Names (without the slash) and ids of a listed container. */
+type Listed = { Id: string; Names?: string[] | null };
+
+/** The hosts holding a container that a rule's value names (a name or id; a pattern matches names). */
+async function hostsWithContainer(ctx: FlockerContext, pattern: string): Promise<Set<Host>> {
+  const exact = !pattern.includes("*") && !pattern.startsWith("/");
+  if (exact) {
+    const found = await ctx.locator.container(pattern).catch(() => undefined);
+    return new Set(found ? [found.host] : []);
+  }
+  const { answers } = await fanoutJson<Listed[]>(ctx.cluster.healthy(), "/containers/json?all=1");
+  const named = (c: Listed) => (c.Names ?? []).some((n) => matches(pattern, n.replace(/^\//, "")));
+  return new Set(answers.filter((a) => a.status === 200 && Array.isArray(a.body) && a.body.some(named)).map((a) => a.host));
+}
+
+/**
+ * A rule as a test of each host: a constraint against the host itself, an affinity against what
+ * it holds. An affinity of another kind than container or image is not Swarm's: it holds everywhere.
+ */
+export async function hostTest(ctx: FlockerContext, c: Constraint): Promise<(host: Host) => boolean> {
+  if (c.kind === "constraint") return (host) => satisfies(host, c);
+  if (c.key === "container") {
+    const holders = await hostsWithContainer(ctx, c.value);
+    return (host) => holders.has(host) !== c.negate;
+  }
+  if (c.key === "image") return (host) => ctx.cluster.holdsImage(host, c.value) !== c.negate;
+  return () => true;
 }

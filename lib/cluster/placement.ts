@@ -93,7 +93,7 @@ export async function placementOf(ctx: FlockerContext, body: CreateShape): Promi
     ...[hc.NetworkMode, hc.PidMode, hc.IpcMode].filter((m) => m?.startsWith("container:")).map((m) => m!.slice(10)),
     ...(hc.VolumesFrom ?? []).map((v) => v.split(":")[0]),
     ...(hc.Links ?? []).map((l) => l.split(":")[0]),
-    ...parseConstraints(body).filter((c) => c.kind === "affinity" && c.key === "container" && !c.negate).map((c) => c.value),
+    ...parseConstraints(body).filter((c) => c.kind === "affinity" && c.key === "container" && !c.negate && !c.soft).map((c) => c.value),
   ];
   for (const ref of containerRefs) {
     const found = await ctx.locator.container(ref).catch(() => undefined);

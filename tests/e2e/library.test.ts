@@ -116,6 +116,29 @@ describe("constraints and strategies through flocker", () => {
     expect(none.code).not.toBe(0);
     expect(none.stderr).toContain("constraint:node==nowhere");
   });
+
+  test("Swarm's other rules: affinity:container!= (a name or a pattern), affinity:image==, soft ==~", async () => {
+    // `${prefix}-name` is on host three, `${prefix}-addr*` on host two (the first test).
+    for (let i = 0; i < 3; i++) {
+      const name = `${prefix}-anti${i}`;
+      const r = await run(["run", "-d", "--name", name, "-e", `affinity:container!=${prefix}-name`, "-e", `affinity:container!=${prefix}-addr*`, testEnv.image, "true"]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(await hostOf(name)).toBe(testEnv.hosts[0]);
+    }
+    // Only engine 1 holds the private image.
+    const withImage = `${prefix}-img`;
+    expect((await run(["create", "--name", withImage, "-e", `affinity:image==${testEnv.privateImage}`, testEnv.image, "true"])).code).toBe(0);
+    expect(await hostOf(withImage)).toBe(testEnv.hosts[0]);
+    // Soft: followed where it can be, let go where no host satisfies it (hard, it is refused).
+    const preferred = `${prefix}-soft`;
+    expect((await run(["create", "--name", preferred, "-e", "constraint:node==~two", testEnv.image, "true"])).code).toBe(0);
+    expect(await hostOf(preferred)).toBe(testEnv.hosts[1]);
+    const anywhere = await run(["create", "--name", `${prefix}-softnone`, "-e", "constraint:node==~nowhere", testEnv.image, "true"]);
+    expect(anywhere.code, anywhere.stderr).toBe(0);
+    const missing = await run(["create", "--name", `${prefix}-nobuddy`, "-e", `affinity:container==${prefix}-nosuch`, testEnv.image, "true"]);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toContain(`affinity:container==${prefix}-nosuch`);
+  });
 });
 
 describe("inventory from a Redis set", () => {
