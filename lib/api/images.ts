@@ -14,7 +14,6 @@ import { importImage } from "./build.ts";
 import { joinImageArchives } from "./image-archive.ts";
 import { type ImageSummary, listImages } from "./image-list.ts";
 
-
 /** The reference a pull request names: `fromImage` plus `tag` (which may be a digest). */
 export function pullReference(fromImage: string, tag?: string): string {
   if (!tag) return fromImage;
@@ -250,7 +249,6 @@ export function imageRoutes(ctx: FlockerContext) {
 
   return app;
 }
-
 
 function forwardToAny(ctx: FlockerContext, c: Context) {
   const host = ctx.cluster.schedulable()[0];

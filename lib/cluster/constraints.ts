@@ -41,8 +41,10 @@ export function parseConstraints(body: { Env?: string[] | null; Labels?: Record<
   return found;
 }
 
+const isRegExp = (pattern: string) => pattern.length > 2 && pattern.startsWith("/") && pattern.endsWith("/");
+
 function matches(pattern: string, value: string): boolean {
-  if (pattern.length > 2 && pattern.startsWith("/") && pattern.endsWith("/")) {
+  if (isRegExp(pattern)) {
     try {
       return new RegExp(pattern.slice(1, -1)).test(value);
     } catch {
@@ -67,13 +69,12 @@ export function satisfies(host: Host, c: Constraint): boolean {
   return c.negate ? !ok : ok;
 }
 
-/** Names (without the slash) and ids of a listed container. */
+/** A container as `/containers/json` lists it (names with their leading slash). */
 type Listed = { Id: string; Names?: string[] | null };
 
 /** The hosts holding a container that a rule's value names (a name or id; a pattern matches names). */
 async function hostsWithContainer(ctx: FlockerContext, pattern: string): Promise<Set<Host>> {
-  const exact = !pattern.includes("*") && !pattern.startsWith("/");
-  if (exact) {
+  if (!pattern.includes("*") && !isRegExp(pattern)) {
     const found = await ctx.locator.container(pattern).catch(() => undefined);
     return new Set(found ? [found.host] : []);
   }
