@@ -69,30 +69,41 @@ export function satisfies(host: Host, c: Constraint): boolean {
   return c.negate ? !ok : ok;
 }
 
-/** A container as `/containers/json` lists it (names with their leading slash). */
-type Listed = { Id: string; Names?: string[] | null };
+/** A value that matches by `*` or as a `/regular expression/`, not exactly. */
+const isPattern = (value: string) => value.includes("*") || isRegExp(value);
+
+/** The hosts whose list at `path` has an entry with a name that the pattern matches. */
+async function hostsListing<T>(ctx: FlockerContext, path: string, names: (entry: T) => string[], pattern: string): Promise<Set<Host>> {
+  const { answers } = await fanoutJson<T[]>(ctx.cluster.healthy(), path);
+  const named = (entry: T) => names(entry).some((name) => matches(pattern, name));
+  return new Set(answers.filter((a) => a.status === 200 && Array.isArray(a.body) && a.body.some(named)).map((a) => a.host));
+}
 
 /** The hosts holding a container that a rule's value names (a name or id; a pattern matches names). */
-async function hostsWithContainer(ctx: FlockerContext, pattern: string): Promise<Set<Host>> {
-  if (!pattern.includes("*") && !isRegExp(pattern)) {
-    const found = await ctx.locator.container(pattern).catch(() => undefined);
-    return new Set(found ? [found.host] : []);
+function hostsWithContainer(ctx: FlockerContext, ref: string): Promise<Set<Host>> {
+  if (isPattern(ref)) {
+    return hostsListing<{ Names?: string[] | null }>(ctx, "/containers/json?all=1", (c) => (c.Names ?? []).map((n) => n.replace(/^\//, "")), ref);
   }
-  const { answers } = await fanoutJson<Listed[]>(ctx.cluster.healthy(), "/containers/json?all=1");
-  const named = (c: Listed) => (c.Names ?? []).some((n) => matches(pattern, n.replace(/^\//, "")));
-  return new Set(answers.filter((a) => a.status === 200 && Array.isArray(a.body) && a.body.some(named)).map((a) => a.host));
+  return ctx.locator.container(ref).then((found) => new Set([found.host]), () => new Set<Host>());
+}
+
+/**
+ * The hosts holding an image that a rule's value names, asked of the hosts themselves (the probe's
+ * list may lag behind a pull or commit made a moment ago); a pattern matches tags.
+ */
+async function hostsWithImage(ctx: FlockerContext, ref: string): Promise<Set<Host>> {
+  if (isPattern(ref)) return hostsListing<{ RepoTags?: string[] | null }>(ctx, "/images/json", (img) => img.RepoTags ?? [], ref);
+  const { answers } = await fanoutJson(ctx.cluster.healthy(), `/images/${encodeURIComponent(ref)}/json`);
+  return new Set(answers.filter((a) => a.status === 200).map((a) => a.host));
 }
 
 /**
  * A rule as a test of each host: a constraint against the host itself, an affinity against what
- * it holds. An affinity of another kind than container or image is not Swarm's: it holds everywhere.
+ * it holds (containers, images). An affinity of another kind is not Swarm's: it holds everywhere.
  */
 export async function hostTest(ctx: FlockerContext, c: Constraint): Promise<(host: Host) => boolean> {
   if (c.kind === "constraint") return (host) => satisfies(host, c);
-  if (c.key === "container") {
-    const holders = await hostsWithContainer(ctx, c.value);
-    return (host) => holders.has(host) !== c.negate;
-  }
-  if (c.key === "image") return (host) => ctx.cluster.holdsImage(host, c.value) !== c.negate;
-  return () => true;
+  const holders = c.key === "container" ? await hostsWithContainer(ctx, c.value) : c.key === "image" ? await hostsWithImage(ctx, c.value) : undefined;
+  if (!holders) return () => true;
+  return (host) => holders.has(host) !== c.negate;
 }

@@ -117,7 +117,7 @@ describe("constraints and strategies through flocker", () => {
     expect(none.stderr).toContain("constraint:node==nowhere");
   });
 
-  test("Swarm's other rules: affinity:container!= (a name or a pattern), affinity:image==, soft ==~", async () => {
+  test("Swarm's other rules: affinity:container!= (a name or a pattern), affinity:image== (a name or a pattern), soft ==~", async () => {
     // `${prefix}-name` is on host three, `${prefix}-addr*` on host two (the first test).
     for (let i = 0; i < 3; i++) {
       const name = `${prefix}-anti${i}`;
@@ -129,6 +129,24 @@ describe("constraints and strategies through flocker", () => {
     const withImage = `${prefix}-img`;
     expect((await run(["create", "--name", withImage, "-e", `affinity:image==${testEnv.privateImage}`, testEnv.image, "true"])).code).toBe(0);
     expect(await hostOf(withImage)).toBe(testEnv.hosts[0]);
+    // An image made a moment ago on host two behind flocker's back (asked of the hosts, not taken
+    // from the last probe), by name and by pattern.
+    const two = `tcp://${testEnv.hosts[1]}`;
+    const fresh = `${prefix}-fresh:1`;
+    expect((await docker(cli, two, ["create", "--name", `${prefix}-freshsrc`, testEnv.image, "true"])).code).toBe(0);
+    expect((await docker(cli, two, ["commit", `${prefix}-freshsrc`, fresh])).code).toBe(0);
+    try {
+      for (const [i, rule] of [`affinity:image==${fresh}`, `affinity:image==${prefix}-fre*`].entries()) {
+        const name = `${prefix}-onfresh${i}`;
+        const r = await run(["create", "--name", name, "-e", rule, testEnv.image, "true"]);
+        expect(r.code, r.stderr).toBe(0);
+        expect(await hostOf(name)).toBe(testEnv.hosts[1]);
+      }
+    } finally {
+      await removeContainers(`${prefix}-onfresh`);
+      await removeContainers(`${prefix}-freshsrc`);
+      await docker(cli, two, ["rmi", fresh]);
+    }
     // Soft: followed where it can be, let go where no host satisfies it (hard, it is refused).
     const preferred = `${prefix}-soft`;
     expect((await run(["create", "--name", preferred, "-e", "constraint:node==~two", testEnv.image, "true"])).code).toBe(0);
