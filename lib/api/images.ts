@@ -131,11 +131,6 @@ export function imageRoutes(ctx: FlockerContext) {
     return new Response(body, { status: 200, headers: { "content-type": "application/json" } });
   });
 
-  /** Hosts that hold an image, asked of the hosts themselves (the probe cache may lag). */
-  async function holders(ref: string): Promise<Host[]> {
-    const { answers } = await fanoutJson(cluster.healthy(), `/images/${encodeURIComponent(ref)}/json`);
-    return answers.filter((a) => a.status === 200).map((a) => a.host);
-  }
   /** Holders with a container made from the image (or from an image built on it). */
   async function hostsUsing(ref: string, holders: Host[]): Promise<Host[]> {
     const filters = encodeURIComponent(JSON.stringify({ ancestor: [ref] }));
@@ -170,7 +165,7 @@ export function imageRoutes(ctx: FlockerContext) {
   // hold them saves its share, and the archives are joined into one.
   app.get("/images/get", async (c) => {
     const names = new URL(c.req.url).searchParams.getAll("names");
-    const sets = await Promise.all(names.map(holders));
+    const sets = await Promise.all(names.map((name) => cluster.imageHolders(name)));
     if (!names.length || sets.some((set) => !set.length)) return noHolder(c);
     const host = sets.reduce((acc, set) => acc.filter((h) => set.includes(h)), sets[0]).at(0);
     if (host) return forward(host, c.req.raw);
@@ -199,7 +194,7 @@ export function imageRoutes(ctx: FlockerContext) {
     // push names the tag in the query; everything else has it in the path.
     const tag = action === "push" ? c.req.query("tag") : undefined;
     const ref = tag ? `${name}:${tag}` : name;
-    const hosts = await holders(ref);
+    const hosts = await cluster.imageHolders(ref);
     if (!hosts.length) return noHolder(c);
     switch (`${c.req.method} ${action ?? ""}`) {
       case "DELETE ": {

@@ -1,6 +1,7 @@
 /** The flock: its hosts, their health, and what each one holds. */
 import { type Host, type HostAddress, newHostStatus } from "./host.ts";
 import { requestJson } from "../upstream/forward.ts";
+import { fanoutJson } from "../upstream/fanout.ts";
 
 export type HostFetchFactory = (address: HostAddress) => (request: Request) => Promise<Response>;
 
@@ -113,6 +114,12 @@ export class Cluster {
 
   holdsImage(host: Host, ref: string): boolean {
     return this.images.get(host.name)?.has(normalizeImageRef(ref)) ?? false;
+  }
+
+  /** The healthy hosts that hold an image, asked of them (holdsImage answers from the last probe's list). */
+  async imageHolders(ref: string): Promise<Host[]> {
+    const { answers } = await fanoutJson(this.healthy(), `/images/${encodeURIComponent(ref)}/json`);
+    return answers.filter((a) => a.status === 200).map((a) => a.host);
   }
 
   noteImage(host: Host, ref: string) {

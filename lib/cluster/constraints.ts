@@ -93,8 +93,7 @@ function hostsWithContainer(ctx: FlockerContext, ref: string): Promise<Set<Host>
  */
 async function hostsWithImage(ctx: FlockerContext, ref: string): Promise<Set<Host>> {
   if (isPattern(ref)) return hostsListing<{ RepoTags?: string[] | null }>(ctx, "/images/json", (img) => img.RepoTags ?? [], ref);
-  const { answers } = await fanoutJson(ctx.cluster.healthy(), `/images/${encodeURIComponent(ref)}/json`);
-  return new Set(answers.filter((a) => a.status === 200).map((a) => a.host));
+  return new Set(await ctx.cluster.imageHolders(ref));
 }
 
 /**
