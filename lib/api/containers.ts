@@ -6,7 +6,7 @@ import type { FlockerContext } from "../context.ts";
 import type { Host } from "../cluster/host.ts";
 import { rankHosts } from "../cluster/scheduler.ts";
 import { claimFor, placementOf } from "../cluster/placement.ts";
-import { hostsWithPortsFree, wantedPorts } from "../cluster/ports.ts";
+import { hostsWithPortsFree, PortClaims, type WantedPort, wantedPorts } from "../cluster/ports.ts";
 import { hostTest, parseConstraints } from "../cluster/constraints.ts";
 import { checkContainer } from "./policy.ts";
 import { DockerError, NoSuchContainer } from "../errors.ts";
@@ -46,6 +46,38 @@ export async function readJsonBody(c: Context, limit = MAX_JSON_BODY): Promise<u
   }
 }
 
+/** The candidates some rule prefers, or all of them when it prefers none. */
+function preferred(candidates: Host[], chosen: Host[]): Host[] {
+  return chosen.length ? chosen : candidates;
+}
+
+/**
+ * The host a create is placing its container on, held from the tick it is ranked: counted as
+ * holding one more container and as publishing the create's fixed host ports, so that
+ * concurrent creates spread and do not meet on a port. Left when the create fails.
+ */
+class Seat {
+  host: Host | undefined;
+  #key = `pending:${crypto.randomUUID()}`;
+  constructor(private readonly claims: PortClaims, readonly ports: WantedPort[]) {}
+  take(host: Host): Host {
+    this.leave();
+    host.status.containers++;
+    if (this.ports.length) this.claims.claim(this.#key, host, this.ports);
+    return (this.host = host);
+  }
+  leave() {
+    if (!this.host) return;
+    this.host.status.containers = Math.max(0, this.host.status.containers - 1);
+    this.claims.release(this.#key);
+    this.host = undefined;
+  }
+  /** The create succeeded: its ports stay claimed by the container until it starts. */
+  keep(id: string) {
+    this.claims.rename(this.#key, id);
+  }
+}
+
 function conflict(name: string, holder: string) {
   return new DockerError(
     409,
@@ -56,6 +88,7 @@ function conflict(name: string, holder: string) {
 export function containerRoutes(ctx: FlockerContext) {
   const app = new Hono();
   const { cluster, store, locator, wants } = ctx;
+  const portClaims = new PortClaims();
 
   /** Reserve a name flock-wide; a stale holder (removed behind our back) is cleared. Returns the token. */
   async function reserveName(name: string): Promise<string> {
@@ -99,16 +132,7 @@ export function containerRoutes(ctx: FlockerContext) {
     if (name && token && (await store.get(`name:${name}`)) === token) await store.delete(`name:${name}`);
   }
 
-  /**
-   * The host for a new container, counted as holding one more container in the same tick it is
-   * ranked, so that concurrent creates spread (the caller undoes it when the create fails).
-   */
-  async function chooseHost(body: CreateBody, name: string | undefined): Promise<Host> {
-    const count = (h: Host) => (h.status.containers++, h);
-    return pickHost(body, name, count);
-  }
-
-  async function pickHost(body: CreateBody, name: string | undefined, count: (h: Host) => Host): Promise<Host> {
+  async function chooseHost(body: CreateBody, name: string | undefined, seat: Seat): Promise<Host> {
     let chosen: string | undefined | void;
     try {
       chosen = await ctx.hooks.allocate?.({ name, container: body });
@@ -118,7 +142,7 @@ export function containerRoutes(ctx: FlockerContext) {
     if (chosen) {
       const host = cluster.byName(chosen) ?? cluster.byName(ctx.parseAddress(chosen).address);
       if (!host) throw new DockerError(403, `flocker: allocate chose ${chosen}, which is not a host of the flock`);
-      return count(host);
+      return seat.take(host);
     }
     const rules = await Promise.all(parseConstraints(body).map(async (rule) => ({ rule, ok: await hostTest(ctx, rule) })));
     const hard = rules.filter((r) => !r.rule.soft);
@@ -131,7 +155,7 @@ export function containerRoutes(ctx: FlockerContext) {
       }
       const rule = refused(host);
       if (rule) throw new DockerError(409, `flocker: ${why} lives on host ${host.name}, which does not satisfy ${rule.text}`);
-      return count(await claimFor(ctx, placement, host));
+      return seat.take(await claimFor(ctx, placement, host));
     }
     let candidates = cluster.schedulable();
     if (!candidates.length) throw new DockerError(503, "flocker: no healthy Docker host can take a new container");
@@ -141,33 +165,23 @@ export function containerRoutes(ctx: FlockerContext) {
         throw new DockerError(409, `flocker: no healthy host satisfies ${hard.map((r) => r.rule.text).join(", ")}`);
       }
     }
-    // Soft rules (`==~`), in order: each is followed while some candidate satisfies it.
-    for (const { ok } of rules.filter((r) => r.rule.soft)) {
-      const preferred = candidates.filter(ok);
-      if (preferred.length) candidates = preferred;
-    }
-    const ports = wantedPorts(body.HostConfig);
-    if (ports.length && candidates.length > 1) {
-      const free = await hostsWithPortsFree(candidates, ports);
-      if (free.length) candidates = free;
-    }
+    const { ports } = seat;
+    if (ports.length && candidates.length > 1) candidates = preferred(candidates, await hostsWithPortsFree(candidates, ports));
     const image = body.Image;
-    if (image) {
-      // After the dance's pull, the retry goes where the image was pulled for it: a want marked
-      // pulled (by this flocker or another one sharing the store), or one where the image now is.
-      const ready = await wants.readyAmong(image, candidates, (h) => cluster.holdsImage(h, image));
-      if (ready.length) candidates = ready;
-    }
-    const best = count(rankHosts(candidates, ctx.strategy, { holdsImage: (h) => !!image && cluster.holdsImage(h, image) })[0]);
+    // After the dance's pull, the retry goes where the image was pulled for it: a want marked
+    // pulled (by this flocker or another one sharing the store), or one where the image now is.
+    const ready = new Set(image ? await wants.readyAmong(image, candidates, (h) => cluster.holdsImage(h, image)) : []);
+    // From here to the take, no await: concurrent creates see each other's claims and counts.
+    if (ports.length) candidates = preferred(candidates, candidates.filter((h) => !portClaims.taken(h, ports)));
+    // Soft rules (`==~`), in order: each is followed while some candidate satisfies it.
+    for (const { ok } of rules.filter((r) => r.rule.soft)) candidates = preferred(candidates, candidates.filter(ok));
+    candidates = preferred(candidates, candidates.filter((h) => ready.has(h)));
+    const best = seat.take(rankHosts(candidates, ctx.strategy, { holdsImage: (h) => !!image && cluster.holdsImage(h, image) })[0]);
     const host = await claimFor(ctx, placement, best).catch((err) => {
-      best.status.containers = Math.max(0, best.status.containers - 1);
+      seat.leave();
       throw err;
     });
-    if (host !== best) {
-      best.status.containers = Math.max(0, best.status.containers - 1);
-      count(host);
-    }
-    return host;
+    return host === best ? host : seat.take(host);
   }
 
   app.post("/containers/create", async (c) => {
@@ -184,11 +198,10 @@ export function containerRoutes(ctx: FlockerContext) {
     const name = rawName?.replace(/^\//, "") || undefined;
     const token = name ? await reserveName(name) : undefined;
     let created = false;
-    let host: Host | undefined;
+    const seat = new Seat(portClaims, wantedPorts(body.HostConfig));
     try {
-      host = await chooseHost(body, name);
-      const target = host;
-      const send = () => forward(target, c.req.raw, { body: JSON.stringify(body), headers: { "content-type": "application/json" } });
+      const host = await chooseHost(body, name, seat);
+      const send = () => forward(host, c.req.raw, { body: JSON.stringify(body), headers: { "content-type": "application/json" } });
       let res = await send();
       if (res.status === 404 && body.Image && ctx.pull === "auto" && !IMAGE_ID.test(body.Image)) {
         // Auto mode: pull right there, with the configured credentials; the CLI never sees the 404.
@@ -200,6 +213,7 @@ export function containerRoutes(ctx: FlockerContext) {
         const answer = await res.json() as { Id: string };
         await locator.recordContainer(answer.Id, host, name);
         created = true;
+        seat.keep(answer.Id);
         if (body.Image) await wants.created(body.Image, host);
         return c.json(answer, 201);
       }
@@ -211,7 +225,7 @@ export function containerRoutes(ctx: FlockerContext) {
       return res;
     } finally {
       if (!created) {
-        if (host) host.status.containers = Math.max(0, host.status.containers - 1);
+        seat.leave();
         await releaseName(name, token);
       }
     }
@@ -241,6 +255,7 @@ export function containerRoutes(ctx: FlockerContext) {
   app.delete("/containers/:ref", async (c) => {
     const { found, res } = await forwardToContainer(c);
     if (res.status === 204) {
+      portClaims.release(found.id);
       await locator.forgetContainer(found.id, found.name);
       found.host.status.containers = Math.max(0, found.host.status.containers - 1);
     }
@@ -289,6 +304,8 @@ export function containerRoutes(ctx: FlockerContext) {
   app.all("/containers/:ref/*", async (c) => {
     try {
       const { found, res } = await forwardToContainer(c);
+      // Started (the engine lists its ports now) or refused: its claim is done either way.
+      if (c.req.method === "POST" && c.req.path.endsWith("/start")) portClaims.release(found.id);
       // A failed start is answered after the container's open waits (see upstream/waits.ts).
       if (res.status >= 400 && c.req.method === "POST" && c.req.path.endsWith("/start")) {
         await Promise.all([ctx.waits.answered(found.id, WAIT_ORDER_LIMIT_MS), ctx.waits.answered(c.req.param("ref"), WAIT_ORDER_LIMIT_MS)]);

@@ -4,6 +4,8 @@
  * passed over while another can take it, as Swarm classic's port filter did: `docker run -d -p
  * 8080:80` three times over three hosts runs three containers. When no host has the port free,
  * the choice is left as it was and the engine answers in its own words, as one engine would.
+ * The engines list the ports of running containers only, so the ports of a container created but
+ * not yet started are claimed here (PortClaims) until its start is answered.
  */
 import type { Host } from "./host.ts";
 import { fanoutJson } from "../upstream/fanout.ts";
@@ -57,4 +59,44 @@ export async function hostsWithPortsFree(hosts: Host[], wanted: WantedPort[]): P
       .map((a) => a.host),
   );
   return hosts.filter((h) => !taken.has(h));
+}
+
+/** How long a created container's ports stay claimed when it is neither started nor removed. */
+const CLAIM_TTL_MS = 60_000;
+
+/**
+ * Ports promised to containers created through flocker but not started yet: without them, two
+ * creates of `-p 8080:80` a moment apart (`docker create` twice, or two `docker run`s whose
+ * starts have not come) would meet on one host and the second start would fail there. Kept in
+ * this process (a flocker sharing the store with others does not see theirs).
+ */
+export class PortClaims {
+  #claims = new Map<string, { host: Host; ports: WantedPort[]; until: number }>();
+
+  claim(key: string, host: Host, ports: WantedPort[], now = Date.now()): void {
+    this.#claims.set(key, { host, ports, until: now + CLAIM_TTL_MS });
+  }
+
+  /** The claim made under `from` (a create in flight) now belongs to the container `to`. */
+  rename(from: string, to: string): void {
+    const claim = this.#claims.get(from);
+    this.#claims.delete(from);
+    if (claim) this.#claims.set(to, claim);
+  }
+
+  release(key: string): void {
+    this.#claims.delete(key);
+  }
+
+  /** Whether a live claim on this host takes one of the wanted ports. */
+  taken(host: Host, wanted: WantedPort[], now = Date.now()): boolean {
+    let hit = false;
+    for (const [key, claim] of this.#claims) {
+      if (claim.until <= now) this.#claims.delete(key);
+      else if (!hit && claim.host === host) {
+        hit = claim.ports.some((c) => wanted.some((w) => takes({ IP: c.ip, PublicPort: c.port, Type: c.proto }, w)));
+      }
+    }
+    return hit;
+  }
 }

@@ -157,6 +157,29 @@ describe("constraints and strategies through flocker", () => {
     expect(missing.code).not.toBe(0);
     expect(missing.stderr).toContain(`affinity:container==${prefix}-nosuch`);
   });
+  test("-p PORT: a container created but not started keeps the port's host from the next create until it starts or goes", async () => {
+    const port = await freePort();
+    // Host one is preferred (soft), so only the port can send a create elsewhere.
+    const create = async (name: string) => {
+      const r = await run(["create", "--name", `${prefix}-${name}`, "-p", `${port}:80`, "-e", "constraint:node==~one", testEnv.image, "sleep", "30"]);
+      expect(r.code, r.stderr).toBe(0);
+      return hostOf(`${prefix}-${name}`);
+    };
+    const one = testEnv.hosts[0];
+    try {
+      expect(await create("portA")).toBe(one);
+      // Nothing runs yet (the engines list no published port), but portA will take it on one.
+      expect(await create("portB")).not.toBe(one);
+      // Removed: its claim goes with it.
+      expect((await run(["rm", `${prefix}-portA`])).code).toBe(0);
+      expect(await create("portC")).toBe(one);
+      // Started (on the default network nothing is published): the claim is done.
+      expect((await run(["start", `${prefix}-portC`])).code).toBe(0);
+      expect(await create("portD")).toBe(one);
+    } finally {
+      await removeContainers(`${prefix}-port`);
+    }
+  });
 });
 
 describe("inventory from a Redis set", () => {

@@ -1,6 +1,7 @@
 /** Which host ports a create asks for, and which published ports take them (lib/cluster/ports.ts). */
 import { describe, expect, test } from "bun:test";
-import { takes, wantedPorts } from "../../lib/cluster/ports.ts";
+import { PortClaims, takes, wantedPorts } from "../../lib/cluster/ports.ts";
+import type { Host } from "../../lib/cluster/host.ts";
 
 describe("wantedPorts", () => {
   test("fixed host ports of PortBindings, with address and protocol", () => {
@@ -37,5 +38,26 @@ describe("takes", () => {
     expect(takes({ IP: "127.0.0.2", PublicPort: 8080, Type: "tcp" }, on)).toBe(false);
     expect(takes({ IP: "127.0.0.3", PublicPort: 8080, Type: "tcp" }, on)).toBe(true);
     expect(takes({ IP: "::", PublicPort: 8080, Type: "tcp" }, on)).toBe(true);
+  });
+});
+
+describe("PortClaims", () => {
+  const [one, two] = [{ name: "one" }, { name: "two" }] as unknown as Host[];
+  const p8080 = [{ ip: "", port: 8080, proto: "tcp" }];
+  test("a claim takes its port on its host only, until released, renamed away or expired", () => {
+    const claims = new PortClaims();
+    claims.claim("pending:1", one, [{ ip: "127.0.0.2", port: 8080, proto: "tcp" }], 0);
+    expect(claims.taken(one, p8080, 1)).toBe(true);
+    expect(claims.taken(two, p8080, 1)).toBe(false);
+    expect(claims.taken(one, [{ ip: "127.0.0.3", port: 8080, proto: "tcp" }], 1)).toBe(false);
+    expect(claims.taken(one, [{ ip: "", port: 8080, proto: "udp" }], 1)).toBe(false);
+    claims.rename("pending:1", "c1");
+    claims.release("pending:1");
+    expect(claims.taken(one, p8080, 1)).toBe(true);
+    claims.release("c1");
+    expect(claims.taken(one, p8080, 1)).toBe(false);
+    claims.claim("c2", one, p8080, 0);
+    expect(claims.taken(one, p8080, 59_999)).toBe(true);
+    expect(claims.taken(one, p8080, 60_000)).toBe(false);
   });
 });
