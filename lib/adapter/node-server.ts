@@ -86,7 +86,11 @@ export async function serve(flocker: Flocker, options: ServeOptions): Promise<Ru
   // The full Docker API: node:http + Hono, on a private unix socket (0700 directory) so nothing
   // reaches it except through the front, where TLS and client certificates are checked.
   const handle = getRequestListener(flocker.fetch);
-  const server: Server = createHttpServer((req, res) => {
+  const server: Server = createHttpServer({
+    // As dockerd (Go's limit): `docker build` sends every registry login of the CLI's config in
+    // one X-Registry-Config header, which can pass the runtimes' 16 KB default.
+    maxHeaderSize: 1 << 20,
+  }, (req, res) => {
     noteAppRequest();
     return handle(req, res);
   });

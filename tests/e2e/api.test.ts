@@ -212,13 +212,20 @@ for (const runtime of RUNTIMES) {
       expect(Number(exported.stdout.toString().trim())).toBeGreaterThan(1_000_000);
     });
 
-    test("docker build of a small context, then docker run of the tag", async () => {
+    test("docker build of a small context (with 40 registry logins, sent in one header of over 200 KB), then docker run of the tag", async () => {
       const ctx = join(work, "ctx");
       mkdirSync(ctx, { recursive: true });
       writeFileSync(join(ctx, "Dockerfile"), `FROM ${testEnv.image}\nCOPY hello.txt /hello.txt\nCMD ["cat", "/hello.txt"]\n`);
       writeFileSync(join(ctx, "hello.txt"), `built-by-flocker-${runtime}\n`);
+      // The CLI sends every login of its config in X-Registry-Config: cloud registries' tokens
+      // are kilobytes each, past the 16 KB head the runtimes' HTTP servers take by default.
+      const config = join(work, "many-logins");
+      mkdirSync(config, { recursive: true });
+      const auths: Record<string, { auth: string }> = {};
+      for (let i = 0; i < 40; i++) auths[`registry${i}.example.com`] = { auth: Buffer.from(`AWS:${"t".repeat(4000)}`).toString("base64") };
+      writeFileSync(join(config, "config.json"), JSON.stringify({ auths }));
       const tag = `${prefix}-built:1`;
-      const b = await run(["build", "-q", "-t", tag, ctx], { env: { DOCKER_BUILDKIT: "0" } });
+      const b = await run(["build", "-q", "-t", tag, ctx], { env: { DOCKER_BUILDKIT: "0" }, config });
       expect(b.code, b.stderr).toBe(0);
       // Several runs: every one must land where the image is, whatever the spread says.
       for (let i = 0; i < 3; i++) {
