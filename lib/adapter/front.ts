@@ -13,13 +13,14 @@
 import type { Flocker, PassRoute } from "../flocker.ts";
 import type { Host, HostAddress } from "../cluster/host.ts";
 import { noteAppRequest, notePassed, noteStreamed } from "./memory.ts";
-import { EMPTY, Framing, type Head, headEnd, headerValue, parseHead, requestOf, statusLine } from "./http1.ts";
+import { EMPTY, Framing, type Head, headEnd, headerValue, mayStartRequest, parseHead, requestOf, statusLine } from "./http1.ts";
 import { SESSION_HEADER } from "../api/hijack.ts";
 import { type EngineConnection, EnginePool } from "./engine-pool.ts";
 import { endAndClose, gathers, lend, splice } from "./splice.ts";
 
 /** Largest request head accepted (docker's own limit is 1 MiB; a CLI head is < 1 KiB). */
 const MAX_HEAD = 64 * 1024;
+const notHttp = () => Response.json({ message: "malformed HTTP request" }, { status: 400 });
 /** Bytes of an early-answered request's body read and dropped before the connection is ended instead. */
 const DISCARD_LIMIT = 1024 * 1024;
 /**
@@ -233,6 +234,9 @@ class ClientConnection {
     if (this.#gone || this.#busy) return;
     const end = headEnd(this.#buffer);
     if (end < 0) {
+      // No request can follow (a TLS handshake on this plain port): answered now, or the client
+      // would wait for an answer while we wait for a blank line.
+      if (this.#buffer.length && !mayStartRequest(this.#buffer[0])) return this.#leave(() => void this.#write(notHttp(), false, true));
       if (this.#buffer.length > MAX_HEAD) this.#leave((s, b) => this.front.handOff(s, b)); // node:http answers 431
       return;
     }

@@ -66,6 +66,17 @@ const BLANK_LINE = Buffer.from("\r\n\r\n");
 /** Bun searches buffers natively in ~30 ns; Deno's node:buffer search is slower than a plain loop (measured). */
 const NATIVE_SEARCH = "Bun" in globalThis;
 
+const TOKEN_SYMBOLS = new Set([..."!#$%&'*+-.^_`|~"].map((c) => c.charCodeAt(0)));
+
+/**
+ * Whether a request may start with this byte: a method's first character, or the stray line break
+ * a client may send before a request line. A TLS handshake sent to a plain port starts with 0x16.
+ */
+export function mayStartRequest(byte: number): boolean {
+  const letter = byte | 32;
+  return (letter >= 97 && letter <= 122) || (byte >= 48 && byte <= 57) || TOKEN_SYMBOLS.has(byte) || byte === 13 || byte === 10;
+}
+
 /** Where an HTTP head ends (the index of its "\r\n\r\n"), or -1. */
 export function headEnd(buf: Buffer): number {
   if (NATIVE_SEARCH) return buf.indexOf(BLANK_LINE);

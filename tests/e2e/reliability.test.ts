@@ -276,6 +276,28 @@ describe("bad input", () => {
     expect(garbage).toMatch(/^HTTP\/1\.1 400/);
   });
 
+  test("a CLI speaking TLS to the plain port gets an answer at once, as from dockerd, not a hang", async () => {
+    const dir = tempDir("flk-tlsplain-");
+    try {
+      const r = spawnSync("sh", ["-c", "openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out ca.pem -days 1 -subj /CN=x 2>/dev/null"], { cwd: dir });
+      expect(r.status).toBe(0);
+      for (const runtime of RUNTIMES) {
+        const g = runtime === "bun" ? f : await startFlocker(runtime);
+        try {
+          for (const { path } of CLIS) {
+            const ps = await docker(path, g.dockerHost, ["--tls", "--tlscacert", join(dir, "ca.pem"), "ps"], { timeoutMs: 15_000 });
+            expect(ps.code, `${runtime} ${path}`).not.toBe(0);
+            expect(ps.stderr, `${runtime} ${path}`).toContain("server gave HTTP response to HTTPS client");
+          }
+        } finally {
+          if (g !== f) await g.stop();
+        }
+      }
+    } finally {
+      removeDir(dir);
+    }
+  });
+
   test("a head with a bare LF or CR gets a 400 at once (an engine reads a Content-Length behind a bare LF and waits for a body)", async () => {
     const name = uniq("barelf");
     const run = await docker(cli, `tcp://${testEnv.hosts[0]}`, ["run", "-d", "--name", name, testEnv.image, "sleep", "300"]);

@@ -4,7 +4,7 @@
  * connections stay in step and nothing of the next message is swallowed.
  */
 import { describe, expect, test } from "bun:test";
-import { Framing, headEnd } from "../../lib/adapter/http1.ts";
+import { Framing, headEnd, mayStartRequest } from "../../lib/adapter/http1.ts";
 
 const enc = (s: string) => Buffer.from(s, "latin1");
 
@@ -119,4 +119,11 @@ test("headEnd finds the blank line, also when it is cut short", () => {
   expect(headEnd(enc("GET / HTTP/1.1\r\nHost: x\r\n\r"))).toBe(-1);
   expect(headEnd(enc("GET / HTTP/1.1\r\n\r\n"))).toBe(14);
   expect(headEnd(enc("\r\r\n\r\n"))).toBe(1);
+});
+
+describe("mayStartRequest", () => {
+  test("a method's first character or a stray line break; not a TLS handshake or binary", () => {
+    for (const c of "GPDHOgp0!~\r\n") expect(mayStartRequest(c.charCodeAt(0))).toBe(true);
+    for (const b of [0x16, 0x00, 0x80, 0xff, 0x20, 0x3a, 0x7b]) expect(mayStartRequest(b)).toBe(false);
+  });
 });
