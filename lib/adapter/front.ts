@@ -20,6 +20,7 @@ import { endAndClose, gathers, lend, splice } from "./splice.ts";
 
 /** Largest request head accepted (docker's own limit is 1 MiB; a CLI head is < 1 KiB). */
 const MAX_HEAD = 64 * 1024;
+const BARE_LF_END = Buffer.from("\n\n");
 const notHttp = () => Response.json({ message: "malformed HTTP request" }, { status: 400 });
 /** Bytes of an early-answered request's body read and dropped before the connection is ended instead. */
 const DISCARD_LIMIT = 1024 * 1024;
@@ -237,7 +238,9 @@ class ClientConnection {
       // No request can follow (a TLS handshake on this plain port): answered now, or the client
       // would wait for an answer while we wait for a blank line.
       if (this.#buffer.length && !mayStartRequest(this.#buffer[0])) return this.#leave(() => void this.#write(notHttp(), false, true));
-      if (this.#buffer.length > MAX_HEAD) this.#leave((s, b) => this.front.handOff(s, b)); // node:http answers 431
+      // Too long (node:http answers 431), or ended by bare line feeds (it refuses those, as any
+      // head with one: see Head.ambiguous): handed over now, not left waiting for a CRLF CRLF.
+      if (this.#buffer.length > MAX_HEAD || this.#buffer.includes(BARE_LF_END)) this.#leave((s, b) => this.front.handOff(s, b));
       return;
     }
     const head = parseHead(this.#buffer, end);

@@ -298,7 +298,7 @@ describe("bad input", () => {
     }
   });
 
-  test("a head with a bare LF or CR gets a 400 at once (an engine reads a Content-Length behind a bare LF and waits for a body)", async () => {
+  test("a head with a bare LF or CR (or ended by them) gets a 400 at once (an engine reads a Content-Length behind a bare LF and waits for a body)", async () => {
     const name = uniq("barelf");
     const run = await docker(cli, `tcp://${testEnv.hosts[0]}`, ["run", "-d", "--name", name, testEnv.image, "sleep", "300"]);
     expect(run.code, run.stderr).toBe(0);
@@ -313,6 +313,8 @@ describe("bad input", () => {
             const out = await answer(`GET ${path} HTTP/1.1\r\nHost: x${crlf}Content-Length: 3\r\n\r\nabc`);
             expect(out, `${runtime} ${JSON.stringify(crlf)}`).toMatch(/^HTTP\/1\.1 400 /);
           }
+          // Ended by bare line feeds (`printf 'GET ... \n\n' | nc`): no CRLF CRLF will ever come.
+          expect(await answer(`GET ${path} HTTP/1.1\nHost: x\n\n`), runtime).toMatch(/^HTTP\/1\.1 400 .*"message"/s);
           // The same request with proper line breaks is routed as usual.
           const fine = await answer(`GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
           expect(fine, runtime).toMatch(/^HTTP\/1\.1 200 /);
