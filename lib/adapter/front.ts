@@ -258,6 +258,10 @@ class ClientConnection {
       const session = headerValue(this.#buffer, head, SESSION_HEADER);
       return this.#leave((s, b) => void hijack(this.front, s, b, pathname, session));
     }
+    if (head && head.transferEncoding !== undefined && !chunked) {
+      // gzip, deflate...: dockerd's answer (node:http would close without a word).
+      return this.#leave(() => void this.#write(Response.json({ message: "unsupported transfer encoding" }, { status: 501 }), false, true));
+    }
     if (!head || !simple) return this.#leave((s, b) => this.front.handOff(s, b));
     this.#busy = true;
     const start = performance.now();

@@ -274,6 +274,8 @@ describe("bad input", () => {
     expect(smuggle).toMatch(/^HTTP\/1\.1 400/);
     const garbage = await raw("\x00\x01\x02 NOT HTTP AT ALL\r\n\r\n");
     expect(garbage).toMatch(/^HTTP\/1\.1 400/);
+    const gzip = await raw("POST /containers/create HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n");
+    expect(gzip).toMatch(/^HTTP\/1\.1 501 .*unsupported transfer encoding/s);
   });
 
   test("a CLI speaking TLS to the plain port gets an answer at once, as from dockerd, not a hang", async () => {
