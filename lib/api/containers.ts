@@ -16,11 +16,27 @@ import { forward, forwardToAnyHealthy, hasBody } from "../upstream/forward.ts";
 import type { Located } from "../cluster/locator.ts";
 import { pullOnHost } from "./images.ts";
 
-/** The fields of a create body flocker reads; everything else passes through untouched. */
+const strings = z.array(z.string()).nullish();
+/**
+ * The fields of a create body flocker reads (placement, policy, rules), typed as the engine takes
+ * them, so a wrong type is a 400 that names the field; everything else passes through untouched.
+ */
 const CreateBody = z.looseObject({
   Image: z.string().optional(),
-  Env: z.array(z.string()).nullish(),
+  Env: strings,
   Labels: z.record(z.string(), z.string()).nullish(),
+  HostConfig: z.looseObject({
+    Binds: strings,
+    Mounts: z.array(z.looseObject({ Type: z.string().nullish(), Source: z.string().nullish() })).nullish(),
+    VolumesFrom: strings,
+    Links: strings,
+    NetworkMode: z.string().nullish(),
+    PidMode: z.string().nullish(),
+    IpcMode: z.string().nullish(),
+    UTSMode: z.string().nullish(),
+    UsernsMode: z.string().nullish(),
+  }).nullish(),
+  NetworkingConfig: z.looseObject({ EndpointsConfig: z.record(z.string(), z.unknown()).nullish() }).nullish(),
 });
 type CreateBody = z.infer<typeof CreateBody>;
 
@@ -147,7 +163,7 @@ export function containerRoutes(ctx: FlockerContext) {
     const rules = await Promise.all(parseConstraints(body).map(async (rule) => ({ rule, ok: await hostTest(ctx, rule) })));
     const hard = rules.filter((r) => !r.rule.soft);
     const refused = (host: Host) => hard.find((r) => !r.ok(host))?.rule;
-    const placement = await placementOf(ctx, body as Parameters<typeof placementOf>[1]);
+    const placement = await placementOf(ctx, body);
     if (placement.pinned) {
       const { host, why } = placement.pinned;
       if (host.status.state !== "healthy") {
@@ -190,7 +206,7 @@ export function containerRoutes(ctx: FlockerContext) {
       throw new DockerError(400, `invalid container config: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
     }
     const body = parsed.data;
-    checkContainer(ctx.policy, body as Parameters<typeof checkContainer>[1]);
+    checkContainer(ctx.policy, body);
     const rawName = c.req.query("name");
     if (rawName && !NAME.test(rawName)) {
       throw new DockerError(400, `Invalid container name (${rawName}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);

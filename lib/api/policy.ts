@@ -63,13 +63,13 @@ export function checkRequest(policy: Policy, method: string, pathname: string) {
 interface CreateShape {
   HostConfig?: {
     Privileged?: boolean;
-    NetworkMode?: string;
-    PidMode?: string;
-    IpcMode?: string;
-    UTSMode?: string;
-    UsernsMode?: string;
+    NetworkMode?: string | null;
+    PidMode?: string | null;
+    IpcMode?: string | null;
+    UTSMode?: string | null;
+    UsernsMode?: string | null;
     Binds?: string[] | null;
-    Mounts?: { Type?: string; Source?: string }[] | null;
+    Mounts?: { Type?: string | null; Source?: string | null }[] | null;
   } | null;
   Privileged?: boolean;
 }

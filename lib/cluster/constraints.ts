@@ -9,6 +9,7 @@
 import type { FlockerContext } from "../context.ts";
 import type { Host } from "./host.ts";
 import { fanoutJson } from "../upstream/fanout.ts";
+import { DockerError } from "../errors.ts";
 
 export interface Constraint {
   kind: "constraint" | "affinity";
@@ -21,13 +22,25 @@ export interface Constraint {
   text: string;
 }
 
+const isRegExp = (pattern: string) => pattern.length > 2 && pattern.startsWith("/") && pattern.endsWith("/");
+
 const RULE = /^(constraint|affinity):([A-Za-z0-9_.\-/]+)(==|!=)(~?)(.+)$/;
 
 export function parseConstraints(body: { Env?: string[] | null; Labels?: Record<string, string> | null }): Constraint[] {
   const found: Constraint[] = [];
   const add = (text: string) => {
     const m = RULE.exec(text.trim());
-    if (m) found.push({ kind: m[1] as Constraint["kind"], key: m[2], negate: m[3] === "!=", soft: m[4] === "~", value: m[5], text: text.trim() });
+    if (!m) return;
+    const value = m[5];
+    if (isRegExp(value)) {
+      try {
+        new RegExp(value.slice(1, -1));
+      } catch (err) {
+        // A typo in a rule is said, not taken for a rule no host satisfies (or one always met).
+        throw new DockerError(400, `invalid regular expression in ${text.trim()}: ${(err as Error).message}`);
+      }
+    }
+    found.push({ kind: m[1] as Constraint["kind"], key: m[2], negate: m[3] === "!=", soft: m[4] === "~", value, text: text.trim() });
   };
   for (const e of body.Env ?? []) add(e);
   for (const [k, v] of Object.entries(body.Labels ?? {})) {
@@ -41,16 +54,8 @@ export function parseConstraints(body: { Env?: string[] | null; Labels?: Record<
   return found;
 }
 
-const isRegExp = (pattern: string) => pattern.length > 2 && pattern.startsWith("/") && pattern.endsWith("/");
-
 function matches(pattern: string, value: string): boolean {
-  if (isRegExp(pattern)) {
-    try {
-      return new RegExp(pattern.slice(1, -1)).test(value);
-    } catch {
-      return false; // not a regular expression: matches nothing
-    }
-  }
+  if (isRegExp(pattern)) return new RegExp(pattern.slice(1, -1)).test(value); // checked by parseConstraints
   if (!pattern.includes("*")) return pattern === value;
   const re = new RegExp("^" + pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\/]/g, "\\$&")).join(".*") + "$");
   return re.test(value);

@@ -28,12 +28,12 @@ interface CreateShape {
   Labels?: Record<string, string> | null;
   HostConfig?: {
     Binds?: string[] | null;
-    Mounts?: { Type?: string; Source?: string }[] | null;
-    NetworkMode?: string;
+    Mounts?: { Type?: string | null; Source?: string | null }[] | null;
+    NetworkMode?: string | null;
     VolumesFrom?: string[] | null;
     Links?: string[] | null;
-    PidMode?: string;
-    IpcMode?: string;
+    PidMode?: string | null;
+    IpcMode?: string | null;
   } | null;
   NetworkingConfig?: { EndpointsConfig?: Record<string, unknown> | null } | null;
 }

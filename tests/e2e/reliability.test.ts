@@ -225,6 +225,19 @@ describe("bad input", () => {
     await expectDockerError(await post("/v1.41/containers/create", "{not json"), 400);
     await expectDockerError(await post("/v1.41/containers/create", '{"Image": 42, "Env": "x"}'), 400);
     await expectDockerError(await post("/v1.41/containers/create", "[1,2,3]"), 400);
+    // Fields flocker reads to place and check a container, of the wrong type: a 400 naming them.
+    for (const [body, field] of [
+      [{ HostConfig: { Binds: "/tmp:/tmp" } }, "HostConfig.Binds"],
+      [{ HostConfig: { Binds: [5] } }, "HostConfig.Binds.0"],
+      [{ HostConfig: { NetworkMode: 5 } }, "HostConfig.NetworkMode"],
+      [{ HostConfig: { Mounts: [{ Type: "bind", Source: 5 }] } }, "HostConfig.Mounts.0.Source"],
+      [{ NetworkingConfig: { EndpointsConfig: "x" } }, "NetworkingConfig.EndpointsConfig"],
+      [{ Env: ["constraint:node==/[/"] }, "invalid regular expression in constraint:node==/[/"],
+    ] as const) {
+      const res = await post("/v1.41/containers/create", JSON.stringify({ Image: testEnv.image, ...body }));
+      expect({ field, status: res.status }).toEqual({ field, status: 400 });
+      expect(((await res.json()) as { message: string }).message).toContain(field);
+    }
     await expectDockerError(await post("/v1.41/containers/create", JSON.stringify({ Image: testEnv.image, Env: ["x".repeat(6 * 1024 * 1024)] })), 413);
     await expectDockerError(await fetch(`${f.url}/v1.41/containers/..%2F..%2Finfo/json`), 404);
     await expectDockerError(await fetch(`${f.url}/v1.41/containers/a%00b/json`), 400);
