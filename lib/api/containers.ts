@@ -73,20 +73,20 @@ function preferred(candidates: Host[], chosen: Host[]): Host[] {
  * concurrent creates spread and do not meet on a port. Left when the create fails.
  */
 class Seat {
-  host: Host | undefined;
+  #host: Host | undefined;
   #key = `pending:${crypto.randomUUID()}`;
   constructor(private readonly claims: PortClaims, readonly ports: WantedPort[]) {}
   take(host: Host): Host {
     this.leave();
     host.status.containers++;
     if (this.ports.length) this.claims.claim(this.#key, host, this.ports);
-    return (this.host = host);
+    return (this.#host = host);
   }
   leave() {
-    if (!this.host) return;
-    this.host.status.containers = Math.max(0, this.host.status.containers - 1);
+    if (!this.#host) return;
+    this.#host.status.containers = Math.max(0, this.#host.status.containers - 1);
     this.claims.release(this.#key);
-    this.host = undefined;
+    this.#host = undefined;
   }
   /** The create succeeded: its ports stay claimed by the container until it starts. */
   keep(id: string) {
