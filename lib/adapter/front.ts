@@ -13,7 +13,7 @@
 import type { Flocker, PassRoute } from "../flocker.ts";
 import type { Host, HostAddress } from "../cluster/host.ts";
 import { noteAppRequest, notePassed, noteStreamed } from "./memory.ts";
-import { EMPTY, Framing, type Head, headEnd, headerValue, mayStartRequest, parseHead, requestOf, statusLine } from "./http1.ts";
+import { EMPTY, Framing, type Head, headEnd, headerValue, mayStartRequest, parseHead, requestOf, statusLine, withHost } from "./http1.ts";
 import { SESSION_HEADER } from "../api/hijack.ts";
 import { type EngineConnection, EnginePool } from "./engine-pool.ts";
 import { endAndClose, gathers, lend, splice } from "./splice.ts";
@@ -262,7 +262,7 @@ class ClientConnection {
       // gzip, deflate...: dockerd's answer (node:http would close without a word).
       return this.#leave(() => void this.#write(Response.json({ message: "unsupported transfer encoding" }, { status: 501 }), false, true));
     }
-    if (!head || !simple) return this.#leave((s, b) => this.front.handOff(s, b));
+    if (!head || !simple) return this.#leave((s, b) => this.front.handOff(s, head ? b : withHost(b, end)));
     this.#busy = true;
     const start = performance.now();
     const body = Framing.body(chunked, length);

@@ -164,6 +164,20 @@ export function parseHead(buf: Buffer, end: number): Head | undefined {
   };
 }
 
+const HOST_LINE = Buffer.from("Host: localhost\r\n");
+
+/**
+ * An HTTP/1.0 head without a Host header (HAProxy's `option httpchk` sends `OPTIONS / HTTP/1.0`
+ * and nothing else), given one: HTTP/1.0 needs none and dockerd answers it, but the runtimes'
+ * node:http refuse a head without it. Any other head is returned as it is.
+ */
+export function withHost(buf: Buffer, end: number): Buffer {
+  const lineEnd = buf.indexOf(13);
+  if (lineEnd < 9 || lineEnd > end || buf.toString("latin1", lineEnd - 9, lineEnd) !== " HTTP/1.0") return buf;
+  if (/\r\nhost[ \t]*:/i.test(buf.toString("latin1", lineEnd, end + 2))) return buf;
+  return Buffer.concat([buf.subarray(0, lineEnd + 2), HOST_LINE, buf.subarray(lineEnd + 2)]);
+}
+
 /** Where a chunked message is: in a size line, its extension, the data, the CRLF after it, the trailers. */
 const Chunk = { Size: 0, Extension: 1, Data: 2, DataEnd: 3, Trailer: 4 } as const;
 

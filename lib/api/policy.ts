@@ -52,7 +52,7 @@ export function checkRequest(policy: Policy, method: string, pathname: string) {
     return;
   }
   const path = normalizePath(pathname);
-  if (policy.readOnly && method !== "GET" && method !== "HEAD") {
+  if (policy.readOnly && method !== "GET" && method !== "HEAD" && method !== "OPTIONS") {
     throw new DockerError(403, `flocker: read-only mode: ${method} ${path} is refused`);
   }
   if (policy.allow && !policy.allow.some((r) => (r.method === "*" || r.method === method) && r.path.test(path))) {

@@ -53,6 +53,9 @@ export function systemRoutes(ctx: FlockerContext) {
   const app = new Hono();
   const { cluster } = ctx;
 
+  // dockerd answers OPTIONS on any path with an empty 200 (its CORS preflight); HAProxy's
+  // `option httpchk` checks a server with `OPTIONS / HTTP/1.0` by default.
+  app.on("OPTIONS", "*", () => new Response(null, { status: 200, headers: { "content-length": "0" } }));
   app.get("/_ping", () => pingResponse(cluster, "GET"));
   app.on("HEAD", "/_ping", () => pingResponse(cluster, "HEAD"));
 

@@ -206,6 +206,33 @@ describe("restarts", () => {
   });
 });
 
+test.each(RUNTIMES)("%s: behind HAProxy with its default health check (OPTIONS / HTTP/1.0, no Host) and with GET /_ping: marked up, docker ps and run -i through it", async (runtime) => {
+  const f = await startFlocker(runtime);
+  const dir = tempDir("flk-lb-");
+  const ports = [await freePort(), await freePort()];
+  const cfg = join(dir, "haproxy.cfg");
+  const listen = (name: string, port: number, check: string) =>
+    `listen ${name}\n  bind 127.0.0.1:${port}\n  ${check}\n  server flocker 127.0.0.1:${f.port} check inter 100 fall 1 rise 1\n`;
+  writeFileSync(cfg, "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n" +
+    listen("default_check", ports[0], "option httpchk") + listen("ping_check", ports[1], "option httpchk GET /_ping"));
+  const haproxy = Bun.spawn(["haproxy", "-db", "-f", cfg], { stdout: "pipe", stderr: "pipe" });
+  try {
+    await waitForPort(ports[1]);
+    await Bun.sleep(1000); // ten checks: a server whose check fails is down after the first
+    for (const port of ports) {
+      const ps = await docker(cli, `tcp://127.0.0.1:${port}`, ["ps"], { timeoutMs: 20_000 });
+      expect(ps.code, `${port}: ${ps.stderr}`).toBe(0);
+      const cat = await docker(cli, `tcp://127.0.0.1:${port}`, ["run", "--rm", "-i", testEnv.image, "cat"], { input: "through-the-balancer\n" });
+      expect(cat.stdout, cat.stderr).toBe("through-the-balancer\n");
+    }
+  } finally {
+    haproxy.kill();
+    await haproxy.exited;
+    await f.stop();
+    removeDir(dir);
+  }
+});
+
 describe("bad input", () => {
   let f: RunningFlocker;
   beforeAll(async () => {

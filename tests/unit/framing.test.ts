@@ -4,7 +4,7 @@
  * connections stay in step and nothing of the next message is swallowed.
  */
 import { describe, expect, test } from "bun:test";
-import { Framing, headEnd, mayStartRequest } from "../../lib/adapter/http1.ts";
+import { Framing, headEnd, mayStartRequest, withHost } from "../../lib/adapter/http1.ts";
 
 const enc = (s: string) => Buffer.from(s, "latin1");
 
@@ -125,5 +125,16 @@ describe("mayStartRequest", () => {
   test("a method's first character or a stray line break; not a TLS handshake or binary", () => {
     for (const c of "GPDHOgp0!~\r\n") expect(mayStartRequest(c.charCodeAt(0))).toBe(true);
     for (const b of [0x16, 0x00, 0x80, 0xff, 0x20, 0x3a, 0x7b]) expect(mayStartRequest(b)).toBe(false);
+  });
+});
+
+describe("withHost", () => {
+  const add = (head: string) => withHost(enc(head), head.indexOf("\r\n\r\n")).toString("latin1");
+  test("an HTTP/1.0 head without Host gets one; any other head is left as it is", () => {
+    expect(add("OPTIONS / HTTP/1.0\r\n\r\n")).toBe("OPTIONS / HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    expect(add("GET /_ping HTTP/1.0\r\nUser-Agent: x\r\n\r\n")).toBe("GET /_ping HTTP/1.0\r\nHost: localhost\r\nUser-Agent: x\r\n\r\n");
+    for (const kept of ["GET / HTTP/1.0\r\nHOST: a\r\n\r\n", "GET / HTTP/1.0\r\nhost : a\r\n\r\n", "GET / HTTP/1.1\r\n\r\n", "GET /x-HTTP/1.0\r\n\r\n"]) {
+      expect(add(kept)).toBe(kept);
+    }
   });
 });
