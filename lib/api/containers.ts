@@ -189,9 +189,10 @@ export function containerRoutes(ctx: FlockerContext) {
     const ready = new Set(image ? await wants.readyAmong(image, candidates, (h) => cluster.holdsImage(h, image)) : []);
     // From here to the take, no await: concurrent creates see each other's claims and counts.
     if (ports.length) candidates = preferred(candidates, candidates.filter((h) => !portClaims.taken(h, ports)));
+    // Where the image waits for this run outweighs a preference: elsewhere the create fails.
+    candidates = preferred(candidates, candidates.filter((h) => ready.has(h)));
     // Soft rules (`==~`), in order: each is followed while some candidate satisfies it.
     for (const { ok } of rules.filter((r) => r.rule.soft)) candidates = preferred(candidates, candidates.filter(ok));
-    candidates = preferred(candidates, candidates.filter((h) => ready.has(h)));
     const best = seat.take(rankHosts(candidates, ctx.strategy, { holdsImage: (h) => !!image && cluster.holdsImage(h, image) })[0]);
     const host = await claimFor(ctx, placement, best).catch((err) => {
       seat.leave();

@@ -75,6 +75,9 @@ function normalizeRefForPull(image: string) {
   return image.includes("@") || image.lastIndexOf(":") > slash ? image : `${image}:latest`;
 }
 
+/** A registry's refusal of the credentials (wrong, missing, or no access to the repository). */
+const CREDENTIALS_REFUSED = /unauthorized|authentication required|no basic auth credentials|denied|forbidden|\b40[13]\b/i;
+
 function safeJson(text: string): unknown {
   try {
     return JSON.parse(text);
@@ -107,8 +110,16 @@ export function imageRoutes(ctx: FlockerContext) {
     const started = await startPulls(ctx, targets, path, headers);
     const ok = started.filter((s) => s.res?.status === 200);
     if (!ok.length) {
-      // Every host refused (bad credentials, unknown image...): the engine's own answer, unchanged.
       const first = started.find((s) => s.res) ?? started[0];
+      const why = first.res ? messageOf(safeJson(await first.res.clone().text())) : first.error ?? "no answer";
+      if (wanted.length && !CREDENTIALS_REFUSED.test(why)) {
+        const steered = await steerToHolder(ref, wanted, why);
+        if (steered) {
+          for (const s of started) await s.res?.body?.cancel().catch(() => {});
+          return steered;
+        }
+      }
+      // Every host refused (bad credentials, unknown image...): the engine's own answer, unchanged.
       for (const s of started) if (s !== first) await s.res?.body?.cancel().catch(() => {});
       if (first.res) return new Response(first.res.body, { status: first.res.status, headers: first.res.headers });
       throw new DockerError(502, first.error ?? "pull failed");
@@ -130,6 +141,26 @@ export function imageRoutes(ctx: FlockerContext) {
     });
     return new Response(body, { status: 200, headers: { "content-type": "application/json" } });
   });
+
+  /**
+   * The dance's pull failed on every host that wants the image (registry unreachable or
+   * rate-limited, an image made on one host and never pushed) while a host holds it: the image is
+   * in the flock, as `docker images` shows, and one engine runs an image it holds without pulling.
+   * So the run goes there: the CLI reads a progress line saying so, and its retried create lands
+   * on that host. Undefined when no host holds it (the engine's refusal stands). Not for refused
+   * credentials: those reach the CLI unchanged, and an image pulled with someone else's login is
+   * not handed to a client whose login the registry refused.
+   */
+  async function steerToHolder(ref: string, wanted: Host[], why: string): Promise<Response | undefined> {
+    const schedulable = new Set(cluster.schedulable());
+    const holders = (await cluster.imageHolders(ref)).filter((h) => schedulable.has(h));
+    const holder = holders.find((h) => wanted.includes(h)) ?? holders[0];
+    if (!holder) return undefined;
+    for (const h of wanted) await wants.moved(ref, h, holder);
+    cluster.noteImage(holder, ref);
+    const status = `flocker: pulling ${ref} on ${wanted.map((h) => h.name).join(", ")} failed (${why}); host ${holder.name} holds it: the container goes there`;
+    return new Response(JSON.stringify({ status }) + "\n", { status: 200, headers: { "content-type": "application/json" } });
+  }
 
   /** Holders with a container made from the image (or from an image built on it). */
   async function hostsUsing(ref: string, holders: Host[]): Promise<Host[]> {

@@ -47,6 +47,12 @@ export class Wants {
     return this.#change(image, host, (w) => w && w.runs > 1 ? { state: w.state, runs: w.runs - 1 } : null);
   }
 
+  /** The pull failed on `from`, but `to` holds the image: a run waiting on `from` creates on `to`. */
+  async moved(image: string, from: Host, to: Host): Promise<void> {
+    if (from !== to) await this.created(image, from);
+    await this.#change(image, to, (w) => ({ state: "pulled", runs: from === to ? w?.runs ?? 1 : (w?.runs ?? 0) + 1 }));
+  }
+
   /** Which of `hosts` a run waits on for `image` (pulled there or not). */
   wantedAmong(image: string, hosts: Host[]): Promise<Host[]> {
     return this.#among(image, hosts, (w) => w !== null);

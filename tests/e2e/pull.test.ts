@@ -180,6 +180,28 @@ for (const runtime of RUNTIMES) {
       expect(results.some((r) => /Pull complete|Already exists|Downloaded newer image/.test(r.stdout + r.stderr))).toBe(true);
     });
 
+    test("a pull no registry can serve (here: none reachable) while another host holds the image: the run goes to that host, as one engine runs an image it holds", async () => {
+      const [first, second] = testEnv.hosts;
+      const local = `${PREFIX}-localonly:${runtime}`; // made on the second host only, never pushed
+      const tagged = await engine(second, `/images/${testEnv.image}/tag?repo=${encodeURIComponent(local.split(":")[0])}&tag=${runtime}`, { method: "POST" });
+      expect(tagged.status).toBe(201);
+      const f = await start(runtime);
+      try {
+        for (const [i, c] of CLIS.entries()) {
+          const name = nameFor(`steered${i}`);
+          // Preferred (soft) on the first host, which lacks it: the create there gets 404, the CLI
+          // pulls, docker.io cannot be reached from here.
+          const r = await docker(c.path, f.dockerHost, ["run", "--name", name, "-e", `constraint:node==~${first}`, local, "echo", `ran ${name}`], { config: dir("flk-pull-cfg-") });
+          expect(r.code, `${c.name}: ${r.stderr}`).toBe(0);
+          expect(r.stdout).toContain(`ran ${name}`);
+          expect(r.stderr).toContain(`host ${second} holds it`);
+          expect(await hostOf(name)).toBe(second);
+        }
+      } finally {
+        await engine(second, `/images/${encodeURIComponent(local)}`, { method: "DELETE" });
+      }
+    });
+
     test("a plain docker pull goes to every healthy host, progress merged with per-host ids", async () => {
       const f = await start(runtime);
       const config = dir("flk-pull-cfg-");

@@ -45,4 +45,18 @@ describe("wants", () => {
     await wants.created(IMAGE, h1);
     expect(await store.get(KEY)).toBeNull();
   });
+  test("moved: a run waiting on a host that could not pull waits, pulled, on the holder instead", async () => {
+    const store = new SlowStore();
+    const wants = new Wants(store);
+    await Promise.all([wants.missing(IMAGE, h1), wants.missing(IMAGE, h1)]);
+    await wants.moved(IMAGE, h1, h2);
+    expect(await store.get(KEY)).toBe("pending:1");
+    expect(await store.get("want:docker.io/library/busybox:latest:h2")).toBe("pulled:1");
+    await wants.moved(IMAGE, h1, h2);
+    expect(await store.get(KEY)).toBeNull();
+    expect(await wants.readyAmong(IMAGE, [h1, h2], () => false)).toEqual([h2]);
+    // Already waiting on the holder: marked pulled, its count unchanged.
+    await wants.moved(IMAGE, h2, h2);
+    expect(await store.get("want:docker.io/library/busybox:latest:h2")).toBe("pulled:2");
+  });
 });
