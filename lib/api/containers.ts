@@ -14,7 +14,7 @@ import { fanoutJson } from "../upstream/fanout.ts";
 import { listContainers } from "./container-list.ts";
 import { forward, forwardToAnyHealthy, hasBody } from "../upstream/forward.ts";
 import type { Located } from "../cluster/locator.ts";
-import { pullOnHost } from "./images.ts";
+import { credentialsRefused, pullOnHost } from "./images.ts";
 
 const strings = z.array(z.string()).nullish();
 /**
@@ -74,6 +74,8 @@ function preferred(candidates: Host[], chosen: Host[]): Host[] {
  */
 class Seat {
   #host: Host | undefined;
+  /** The user's allocate hook chose the host. */
+  allocated = false;
   #key = `pending:${crypto.randomUUID()}`;
   constructor(private readonly claims: PortClaims, readonly ports: WantedPort[]) {}
   take(host: Host): Host {
@@ -148,18 +150,27 @@ export function containerRoutes(ctx: FlockerContext) {
     if (name && token && (await store.get(`name:${name}`)) === token) await store.delete(`name:${name}`);
   }
 
-  async function chooseHost(body: CreateBody, name: string | undefined, seat: Seat): Promise<Host> {
+  /**
+   * `among`: only these hosts may take it (the holders of its image, when its pull failed): the
+   * rules and pins still hold; the user's allocate hook is not asked again.
+   */
+  async function chooseHost(body: CreateBody, name: string | undefined, seat: Seat, among?: Set<Host>): Promise<Host> {
     let chosen: string | undefined | void;
     try {
-      chosen = await ctx.hooks.allocate?.({ name, container: body });
+      if (!among) chosen = await ctx.hooks.allocate?.({ name, container: body });
     } catch (err) {
       throw new DockerError(403, `flocker: allocate refused the container: ${(err as Error)?.message ?? err}`);
     }
     if (chosen) {
       const host = cluster.byName(chosen) ?? cluster.byName(ctx.parseAddress(chosen).address);
       if (!host) throw new DockerError(403, `flocker: allocate chose ${chosen}, which is not a host of the flock`);
+      seat.allocated = true;
       return seat.take(host);
     }
+    const allowed = (host: Host) => {
+      if (among && !among.has(host)) throw new DockerError(409, `flocker: host ${host.name} does not hold ${body.Image}`);
+      return host;
+    };
     const rules = await Promise.all(parseConstraints(body).map(async (rule) => ({ rule, ok: await hostTest(ctx, rule) })));
     const hard = rules.filter((r) => !r.rule.soft);
     const refused = (host: Host) => hard.find((r) => !r.ok(host))?.rule;
@@ -171,9 +182,9 @@ export function containerRoutes(ctx: FlockerContext) {
       }
       const rule = refused(host);
       if (rule) throw new DockerError(409, `flocker: ${why} lives on host ${host.name}, which does not satisfy ${rule.text}`);
-      return seat.take(await claimFor(ctx, placement, host));
+      return seat.take(allowed(await claimFor(ctx, placement, host)));
     }
-    let candidates = cluster.schedulable();
+    let candidates = cluster.schedulable().filter((h) => !among || among.has(h));
     if (!candidates.length) throw new DockerError(503, "flocker: no healthy Docker host can take a new container");
     if (hard.length) {
       candidates = candidates.filter((h) => !refused(h));
@@ -217,13 +228,21 @@ export function containerRoutes(ctx: FlockerContext) {
     let created = false;
     const seat = new Seat(portClaims, wantedPorts(body.HostConfig));
     try {
-      const host = await chooseHost(body, name, seat);
+      let host = await chooseHost(body, name, seat);
       const send = () => forward(host, c.req.raw, { body: JSON.stringify(body), headers: { "content-type": "application/json" } });
       let res = await send();
-      if (res.status === 404 && body.Image && ctx.pull === "auto" && !IMAGE_ID.test(body.Image)) {
+      const image = body.Image;
+      if (res.status === 404 && image && ctx.pull === "auto" && !IMAGE_ID.test(image)) {
         // Auto mode: pull right there, with the configured credentials; the CLI never sees the 404.
         await res.body?.cancel();
-        await pullOnHost(ctx, host, body.Image);
+        try {
+          await pullOnHost(ctx, host, image);
+        } catch (err) {
+          // As in the dance (images.ts, steerToHolder): a host that holds it takes the run.
+          if (!(err instanceof DockerError) || credentialsRefused(err.message) || seat.allocated) throw err;
+          const holders = new Set(await cluster.imageHolders(image));
+          host = await chooseHost(body, name, seat, holders).catch(() => Promise.reject(err));
+        }
         res = await send();
       }
       if (res.status === 201) {

@@ -75,8 +75,10 @@ function normalizeRefForPull(image: string) {
   return image.includes("@") || image.lastIndexOf(":") > slash ? image : `${image}:latest`;
 }
 
-/** A registry's refusal of the credentials (wrong, missing, or no access to the repository). */
 const CREDENTIALS_REFUSED = /unauthorized|authentication required|no basic auth credentials|denied|forbidden|\b40[13]\b/i;
+
+/** Whether a failed pull's message is a registry's refusal of the credentials (wrong, missing, no access). */
+export const credentialsRefused = (message: string) => CREDENTIALS_REFUSED.test(message);
 
 function safeJson(text: string): unknown {
   try {
@@ -112,7 +114,7 @@ export function imageRoutes(ctx: FlockerContext) {
     if (!ok.length) {
       const first = started.find((s) => s.res) ?? started[0];
       const why = first.res ? messageOf(safeJson(await first.res.clone().text())) : first.error ?? "no answer";
-      if (wanted.length && !CREDENTIALS_REFUSED.test(why)) {
+      if (wanted.length && !credentialsRefused(why)) {
         const steered = await steerToHolder(ref, wanted, why);
         if (steered) {
           for (const s of started) await s.res?.body?.cancel().catch(() => {});

@@ -236,6 +236,23 @@ for (const runtime of RUNTIMES) {
       for (const r of results) expect(r.stderr).not.toContain("Unable to find image");
     });
 
+    test("a pull no registry can serve while another host holds the image: the create goes to that host", async () => {
+      const [first, second] = testEnv.hosts;
+      const local = `${PREFIX}-autolocal:${runtime}`; // made on the second host only, never pushed
+      const tagged = await engine(second, `/images/${testEnv.image}/tag?repo=${encodeURIComponent(local.split(":")[0])}&tag=${runtime}`, { method: "POST" });
+      expect(tagged.status).toBe(201);
+      const f = await start(runtime, { FLOCKER_PULL: "auto", FLOCKER_REGISTRY_AUTH: authFile() });
+      try {
+        const name = nameFor("autosteered");
+        const r = await docker(cli(0), f.dockerHost, ["run", "--name", name, "-e", `constraint:node==~${first}`, local, "echo", `ran ${name}`], { config: dir("flk-pull-cfg-") });
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stdout).toContain(`ran ${name}`);
+        expect(await hostOf(name)).toBe(second);
+      } finally {
+        await engine(second, `/images/${encodeURIComponent(local)}`, { method: "DELETE" });
+      }
+    });
+
     test("a failed pull gives a clear error naming image and host", async () => {
       await busyFirstHost();
       const f = await start(runtime, { FLOCKER_PULL: "auto", FLOCKER_REGISTRY_AUTH: authFile("wrong-password") });
