@@ -75,6 +75,13 @@ async function resetPrivateImage() {
   expect((await engine(first, `/images/${PRIVATE()}/json`)).status).toBe(200);
 }
 
+/** An image on one host only, tagged there and never pushed (no registry has it); its reference. */
+async function imageOnlyOn(host: string, repo: string, tag: string): Promise<string> {
+  const tagged = await engine(host, `/images/${testEnv.image}/tag?repo=${encodeURIComponent(repo)}&tag=${tag}`, { method: "POST" });
+  expect(tagged.status).toBe(201);
+  return `${repo}:${tag}`;
+}
+
 const holds = async (host: string) => (await engine(host, `/images/${PRIVATE()}/json`)).status === 200;
 
 /** Make engine 1 (the holder) busier than the others, so new containers go to engines 2 and 3 first. */
@@ -182,9 +189,7 @@ for (const runtime of RUNTIMES) {
 
     test("a pull no registry can serve (here: none reachable) while another host holds the image: the run goes to that host, as one engine runs an image it holds", async () => {
       const [first, second] = testEnv.hosts;
-      const local = `${PREFIX}-localonly:${runtime}`; // made on the second host only, never pushed
-      const tagged = await engine(second, `/images/${testEnv.image}/tag?repo=${encodeURIComponent(local.split(":")[0])}&tag=${runtime}`, { method: "POST" });
-      expect(tagged.status).toBe(201);
+      const local = await imageOnlyOn(second, `${PREFIX}-localonly`, runtime);
       const f = await start(runtime);
       try {
         for (const [i, c] of CLIS.entries()) {
@@ -238,9 +243,7 @@ for (const runtime of RUNTIMES) {
 
     test("a pull no registry can serve while another host holds the image: the create goes to that host", async () => {
       const [first, second] = testEnv.hosts;
-      const local = `${PREFIX}-autolocal:${runtime}`; // made on the second host only, never pushed
-      const tagged = await engine(second, `/images/${testEnv.image}/tag?repo=${encodeURIComponent(local.split(":")[0])}&tag=${runtime}`, { method: "POST" });
-      expect(tagged.status).toBe(201);
+      const local = await imageOnlyOn(second, `${PREFIX}-autolocal`, runtime);
       const f = await start(runtime, { FLOCKER_PULL: "auto", FLOCKER_REGISTRY_AUTH: authFile() });
       try {
         const name = nameFor("autosteered");
