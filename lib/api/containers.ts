@@ -198,9 +198,12 @@ export function containerRoutes(ctx: FlockerContext) {
     // After the dance's pull, the retry goes where the image was pulled for it: a want marked
     // pulled (by this flocker or another one sharing the store), or one where the image now is.
     const ready = new Set(image ? await wants.readyAmong(image, candidates, (h) => cluster.holdsImage(h, image)) : []);
+    // A client just told the image exists (compose, SDKs) creates without pulling: where it is.
+    if (image && wants.wasShown(image)) for (const h of await cluster.imageHolders(image)) ready.add(h);
     // From here to the take, no await: concurrent creates see each other's claims and counts.
     if (ports.length) candidates = preferred(candidates, candidates.filter((h) => !portClaims.taken(h, ports)));
-    // Where the image waits for this run outweighs a preference: elsewhere the create fails.
+    // Where the image waits for this run (or is, for a client told so) outweighs a preference:
+    // elsewhere the create fails.
     candidates = preferred(candidates, candidates.filter((h) => ready.has(h)));
     // Soft rules (`==~`), in order: each is followed while some candidate satisfies it.
     for (const { ok } of rules.filter((r) => r.rule.soft)) candidates = preferred(candidates, candidates.filter(ok));

@@ -269,8 +269,12 @@ export function imageRoutes(ctx: FlockerContext) {
         }
         return results[0];
       }
+      case "GET json":
+        // Told it exists: the client's create of it will not pull (see Wants.shown).
+        if (hosts.length < cluster.schedulable().length) wants.shown(ref);
+        return forward(hosts[0], c.req.raw);
       default:
-        // inspect, history, push (one holder pushes: the registry gets the image once), save.
+        // history, push (one holder pushes: the registry gets the image once), save.
         return forward(hosts[0], c.req.raw);
     }
   });

@@ -20,6 +20,8 @@ import { normalizeImageRef } from "./cluster.ts";
  * pull. Short, so an abandoned dance does not steer later runs for long.
  */
 const WANT_TTL_SECONDS = 120;
+/** How long an image a client was told exists steers its creates to the hosts that hold it. */
+const SHOWN_MS = 60_000;
 
 interface Want {
   state: "pending" | "pulled";
@@ -30,7 +32,27 @@ export class Wants {
   /** The last change queued per key: the next one starts after it. */
   readonly #queue = new Map<string, Promise<void>>();
 
+  /** Images a client was just told exist (normalized ref -> until), see shown(). */
+  readonly #shown = new Map<string, number>();
+
   constructor(private store: Store) {}
+
+  /**
+   * A client was told the image exists (its inspect answered 200, from a host that holds it).
+   * Compose and most SDKs ask that, pull only what is missing, then create and never pull on a
+   * 404: their creates of it should go where it is. Kept in this process, for SHOWN_MS.
+   */
+  shown(image: string, now = Date.now()): void {
+    if (this.#shown.size > 1000) for (const [k, until] of this.#shown) if (until <= now) this.#shown.delete(k);
+    this.#shown.set(normalizeImageRef(image), now + SHOWN_MS);
+  }
+
+  wasShown(image: string, now = Date.now()): boolean {
+    const key = normalizeImageRef(image);
+    const until = this.#shown.get(key);
+    if (until !== undefined && until <= now) this.#shown.delete(key);
+    return until !== undefined && until > now;
+  }
 
   /** A create for `image` got 404 on `host`: one more run waits for a pull there. */
   missing(image: string, host: Host): Promise<void> {

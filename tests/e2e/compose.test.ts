@@ -264,6 +264,28 @@ for (const runtime of RUNTIMES) {
         for (const [h, left] of Object.entries(await leftovers(b))) expect({ h, ...left }).toEqual({ h, containers: [], networks: [], volumes: [] });
       });
 
+      test("an image on one host only (made there, never pushed): the project comes up there, as on one engine that holds it", async () => {
+        // Compose inspects the image (flocker: it exists), pulls nothing, creates, and never pulls
+        // on a 404. The holder is project A's host, the busiest: spread alone would avoid it.
+        const c = uniq(`cmpc${runtime}`);
+        const repo = `${c}-img`;
+        expect((await engine(hostA, `/images/${testEnv.image}/tag?repo=${repo}&tag=1`, { method: "POST" })).status).toBe(201);
+        const local = join(dir, "local.yml");
+        const service = `    image: ${repo}:1\n    command: ["sleep", "3600"]\n`;
+        writeFileSync(local, `version: "3.7"\nservices:\n  one:\n${service}  two:\n${service}`);
+        const composeLocal = (args: string[]) => docker(compose.cmd[0], f.dockerHost, [...compose.cmd.slice(1), "-f", local, "-p", c, ...args], { timeoutMs: 90_000 });
+        try {
+          ok(await composeLocal(["up", "-d"]));
+          const where = await placed(c);
+          expect(where.length).toBe(2);
+          for (const [, h] of where) expect(h).toBe(hostA);
+        } finally {
+          await composeLocal(["down", "--timeout", "1"]).catch(() => undefined);
+          await purge(c);
+          await engine(hostA, `/images/${repo}:1`, { method: "DELETE" });
+        }
+      });
+
       test("down -v leaves no container, network or volume of the project on any host", async () => {
         ok(await run(a, ["down", "-v", "--timeout", "1"]));
         for (const [h, left] of Object.entries(await leftovers(a))) expect({ h, ...left }).toEqual({ h, containers: [], networks: [], volumes: [] });
