@@ -199,7 +199,7 @@ export function containerRoutes(ctx: FlockerContext) {
     // pulled (by this flocker or another one sharing the store), or one where the image now is.
     const ready = new Set(image ? await wants.readyAmong(image, candidates, (h) => cluster.holdsImage(h, image)) : []);
     // A client just told the image exists (compose, SDKs) creates without pulling: where it is.
-    if (image && wants.wasShown(image)) for (const h of await cluster.imageHolders(image)) ready.add(h);
+    if (image && await wants.wasShown(image)) for (const h of await cluster.imageHolders(image)) ready.add(h);
     // From here to the take, no await: concurrent creates see each other's claims and counts.
     if (ports.length) candidates = preferred(candidates, candidates.filter((h) => !portClaims.taken(h, ports)));
     // Where the image waits for this run (or is, for a client told so) outweighs a preference:

@@ -113,13 +113,11 @@ export function imageRoutes(ctx: FlockerContext) {
     const ok = started.filter((s) => s.res?.status === 200);
     if (!ok.length) {
       const first = started.find((s) => s.res) ?? started[0];
-      const why = first.res ? messageOf(safeJson(await first.res.clone().text())) : first.error ?? "no answer";
-      if (wanted.length && !credentialsRefused(why)) {
-        const steered = await steerToHolder(ref, wanted, why);
-        if (steered) {
-          for (const s of started) await s.res?.body?.cancel().catch(() => {});
-          return steered;
-        }
+      const why = !wanted.length ? "" : first.res ? messageOf(safeJson(await first.res.clone().text())) : first.error ?? "no answer";
+      const steered = why && !credentialsRefused(why) ? await steerToHolder(ref, wanted, why) : undefined;
+      if (steered) {
+        for (const s of started) await s.res?.body?.cancel().catch(() => {});
+        return steered;
       }
       // Every host refused (bad credentials, unknown image...): the engine's own answer, unchanged.
       for (const s of started) if (s !== first) await s.res?.body?.cancel().catch(() => {});
@@ -271,7 +269,7 @@ export function imageRoutes(ctx: FlockerContext) {
       }
       case "GET json":
         // Told it exists: the client's create of it will not pull (see Wants.shown).
-        if (hosts.length < cluster.schedulable().length) wants.shown(ref);
+        if (hosts.length < cluster.schedulable().length) await wants.shown(ref);
         return forward(hosts[0], c.req.raw);
       default:
         // history, push (one holder pushes: the registry gets the image once), save.

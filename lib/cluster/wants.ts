@@ -21,7 +21,7 @@ import { normalizeImageRef } from "./cluster.ts";
  */
 const WANT_TTL_SECONDS = 120;
 /** How long an image a client was told exists steers its creates to the hosts that hold it. */
-const SHOWN_MS = 60_000;
+const SHOWN_TTL_SECONDS = 60;
 
 interface Want {
   state: "pending" | "pulled";
@@ -32,26 +32,19 @@ export class Wants {
   /** The last change queued per key: the next one starts after it. */
   readonly #queue = new Map<string, Promise<void>>();
 
-  /** Images a client was just told exist (normalized ref -> until), see shown(). */
-  readonly #shown = new Map<string, number>();
-
   constructor(private store: Store) {}
 
   /**
    * A client was told the image exists (its inspect answered 200, from a host that holds it).
    * Compose and most SDKs ask that, pull only what is missing, then create and never pull on a
-   * 404: their creates of it should go where it is. Kept in this process, for SHOWN_MS.
+   * 404: their creates of it should go where it is, for SHOWN_TTL_SECONDS (`shown:<image>`).
    */
-  shown(image: string, now = Date.now()): void {
-    if (this.#shown.size > 1000) for (const [k, until] of this.#shown) if (until <= now) this.#shown.delete(k);
-    this.#shown.set(normalizeImageRef(image), now + SHOWN_MS);
+  shown(image: string): Promise<void> {
+    return this.store.set(shownKey(image), "1", SHOWN_TTL_SECONDS);
   }
 
-  wasShown(image: string, now = Date.now()): boolean {
-    const key = normalizeImageRef(image);
-    const until = this.#shown.get(key);
-    if (until !== undefined && until <= now) this.#shown.delete(key);
-    return until !== undefined && until > now;
+  async wasShown(image: string): Promise<boolean> {
+    return (await this.store.get(shownKey(image))) !== null;
   }
 
   /** A create for `image` got 404 on `host`: one more run waits for a pull there. */
@@ -116,3 +109,4 @@ export class Wants {
 }
 
 const keyOf = (image: string, host: Host) => `want:${normalizeImageRef(image)}:${host.name}`;
+const shownKey = (image: string) => `shown:${normalizeImageRef(image)}`;

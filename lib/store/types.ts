@@ -14,6 +14,8 @@
  *                               pulls next, and that pull goes there); `pulled:<runs>` once the pull
  *                               succeeded there (the retried creates go there); each create there
  *                               counts one run off, the last deletes it (TTL 120 s; lib/cluster/wants.ts)
+ * - `shown:<image>`          -> `1` once an inspect told a client the image exists while some hosts
+ *                               lack it: its creates go to a host that holds it (TTL 60 s; wants.ts)
  * - `image:<image>`          -> host name that built, loaded or committed an image tag (no registry has it)
  * - `vol:<name>`, `net:<name>` -> host name a named volume / user network lives on
  * - `netid:<id>`             -> network name (each host gives its copy of a network its own id)
