@@ -212,7 +212,7 @@ export function containerRoutes(ctx: FlockerContext) {
       seat.leave();
       throw err;
     });
-    return host === best ? host : seat.take(host);
+    return host === best ? host : seat.take(allowed(host));
   }
 
   app.post("/containers/create", async (c) => {
